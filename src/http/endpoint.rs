@@ -1,0 +1,198 @@
+//! Routes as data: a request path under `/v2/` parsed into an [`Endpoint`], with validated
+//! names before any I/O. Repository names contain slashes, so paths are parsed from the right.
+
+use crate::oci::{Digest, NameError, Reference, RepoName, UploadId};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    Uploads(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, UploadId),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+}
+
+/// What an endpoint does to a repository, for access control, policy and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Reads content.
+    Pull,
+    /// Writes content.
+    Push,
+    /// Removes content.
+    Delete,
+    /// Touches no repository (`/v2/`, `_catalog`).
+    None,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// No endpoint has this shape.
+    NotFound,
+    /// The shape matched but a part is invalid.
+    Invalid(NameError),
+}
+
+impl From<NameError> for ParseError {
+    fn from(e: NameError) -> Self {
+        ParseError::Invalid(e)
+    }
+}
+
+impl Endpoint {
+    /// Parses the path after `/v2/` (for example `library/alpine/manifests/latest`).
+    pub fn parse(rest: &str) -> Result<Endpoint, ParseError> {
+        if rest.is_empty() {
+            return Ok(Endpoint::Base);
+        }
+        if rest == "_catalog" {
+            return Ok(Endpoint::Catalog);
+        }
+        let name = |s: &str| -> Result<RepoName, ParseError> { Ok(s.parse::<RepoName>()?) };
+        if let Some(n) = rest.strip_suffix("/tags/list") {
+            return Ok(Endpoint::Tags(name(n)?));
+        }
+        if let Some(n) = rest
+            .strip_suffix("/blobs/uploads/")
+            .or_else(|| rest.strip_suffix("/blobs/uploads"))
+        {
+            return Ok(Endpoint::Uploads(name(n)?));
+        }
+        let (head, last) = rest.rsplit_once('/').ok_or(ParseError::NotFound)?;
+        if let Some(n) = head.strip_suffix("/blobs/uploads") {
+            return Ok(Endpoint::Upload(name(n)?, last.parse()?));
+        }
+        let (n, kind) = head.rsplit_once('/').ok_or(ParseError::NotFound)?;
+        match kind {
+            "manifests" => Ok(Endpoint::Manifest(name(n)?, last.parse()?)),
+            "blobs" => Ok(Endpoint::Blob(
+                name(n)?,
+                last.parse().map_err(NameError::from)?,
+            )),
+            "referrers" => Ok(Endpoint::Referrers(
+                name(n)?,
+                last.parse().map_err(NameError::from)?,
+            )),
+            _ => Err(ParseError::NotFound),
+        }
+    }
+
+    /// The repository the endpoint addresses, if any.
+    pub fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags(n)
+            | Endpoint::Manifest(n, _)
+            | Endpoint::Blob(n, _)
+            | Endpoint::Uploads(n)
+            | Endpoint::Upload(n, _)
+            | Endpoint::Referrers(n, _) => Some(n),
+        }
+    }
+
+    /// What a request with `method` on this endpoint does.
+    pub fn action(&self, method: &axum::http::Method) -> Action {
+        use axum::http::Method;
+        match self {
+            Endpoint::Base | Endpoint::Catalog => Action::None,
+            Endpoint::Uploads(_) | Endpoint::Upload(_, _) => Action::Push,
+            _ if *method == Method::DELETE => Action::Delete,
+            Endpoint::Manifest(_, _) if *method == Method::PUT => Action::Push,
+            _ => Action::Pull,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    fn d() -> String {
+        format!("sha256:{}", "a".repeat(64))
+    }
+
+    #[test]
+    fn parses_every_endpoint_shape() {
+        assert_eq!(Endpoint::parse(""), Ok(Endpoint::Base));
+        assert_eq!(Endpoint::parse("_catalog"), Ok(Endpoint::Catalog));
+        assert!(
+            matches!(Endpoint::parse("a/b/tags/list"), Ok(Endpoint::Tags(n)) if n.as_str() == "a/b")
+        );
+        assert!(matches!(
+            Endpoint::parse("a/manifests/latest"),
+            Ok(Endpoint::Manifest(_, Reference::Tag(_)))
+        ));
+        assert!(matches!(
+            Endpoint::parse(&format!("a/manifests/{}", d())),
+            Ok(Endpoint::Manifest(_, Reference::Digest(_)))
+        ));
+        assert!(
+            matches!(Endpoint::parse(&format!("x/blobs/y/blobs/{}", d())), Ok(Endpoint::Blob(n, _)) if n.as_str() == "x/blobs/y")
+        );
+        assert!(matches!(
+            Endpoint::parse("a/blobs/uploads/"),
+            Ok(Endpoint::Uploads(_))
+        ));
+        let id = UploadId::new_random();
+        assert!(
+            matches!(Endpoint::parse(&format!("a/b/blobs/uploads/{id}")), Ok(Endpoint::Upload(_, u)) if u == id)
+        );
+        assert!(matches!(
+            Endpoint::parse(&format!("a/referrers/{}", d())),
+            Ok(Endpoint::Referrers(_, _))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_parts_and_unknown_shapes() {
+        assert!(matches!(
+            Endpoint::parse("UPPER/tags/list"),
+            Err(ParseError::Invalid(NameError::Repo(_)))
+        ));
+        assert!(matches!(
+            Endpoint::parse("../x/tags/list"),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("a//b/manifests/x"),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("a/blobs/sha256:zz"),
+            Err(ParseError::Invalid(NameError::Digest(_)))
+        ));
+        assert!(matches!(
+            Endpoint::parse("a/blobs/uploads/not-a-uuid"),
+            Err(ParseError::Invalid(NameError::Upload))
+        ));
+        assert_eq!(Endpoint::parse("a/whatever/x"), Err(ParseError::NotFound));
+        assert_eq!(Endpoint::parse("nothing"), Err(ParseError::NotFound));
+    }
+
+    #[test]
+    fn actions_follow_methods() {
+        let m = Endpoint::parse("a/manifests/x").unwrap();
+        assert_eq!(m.action(&Method::GET), Action::Pull);
+        assert_eq!(m.action(&Method::PUT), Action::Push);
+        assert_eq!(m.action(&Method::DELETE), Action::Delete);
+        assert_eq!(
+            Endpoint::parse("a/blobs/uploads/")
+                .unwrap()
+                .action(&Method::POST),
+            Action::Push
+        );
+        assert_eq!(Endpoint::Catalog.action(&Method::GET), Action::None);
+    }
+}

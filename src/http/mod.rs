@@ -1,0 +1,198 @@
+//! The HTTP API: `/v2/` parsed into an [`Endpoint`], dispatched by method to one handler file
+//! per endpoint family. Handlers speak in registry services and never see a path on disk or a
+//! line of SQL.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use futures::TryStreamExt;
+
+use crate::registry::Registry;
+use crate::storage::ByteStream;
+
+mod access_log;
+mod blobs;
+mod discovery;
+pub mod endpoint;
+pub mod error;
+mod manifests;
+mod uploads;
+
+pub use endpoint::{Action, Endpoint};
+use error::{ApiError, ApiResult, Code};
+
+/// Settings the HTTP layer needs beyond the registry's own policy.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Advertised as `OCI-Chunk-Min-Length`.
+    pub chunk_min_length: u64,
+}
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub settings: HttpSettings,
+}
+
+type AppRef = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(access_log::log_request))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(Code::Unsupported, "no such endpoint").status(StatusCode::NOT_FOUND)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(Code::Unsupported, "method not allowed on this endpoint")
+}
+
+async fn dispatch(state: AppRef, req: Request) -> Response {
+    let path = req.uri().path();
+    let rest = path
+        .strip_prefix("/v2/")
+        .or_else(|| path.strip_prefix("/v2"))
+        .unwrap_or("");
+    let parsed = Endpoint::parse(rest);
+    let endpoint = match parsed {
+        Ok(e) => e,
+        Err(endpoint::ParseError::NotFound) => return not_found().await.into_response(),
+        Err(endpoint::ParseError::Invalid(e)) => return ApiError::from(e).into_response(),
+    };
+    let result = route(state, endpoint, req).await;
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+async fn route(State(app): AppRef, endpoint: Endpoint, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let req = &parts;
+    match (endpoint, parts.method.clone()) {
+        (Endpoint::Base, Method::GET | Method::HEAD) => {
+            Ok(json_response(StatusCode::OK, "{}".into()))
+        }
+        (Endpoint::Catalog, Method::GET) => discovery::catalog(&app, &req).await,
+        (Endpoint::Tags(repo), Method::GET) => discovery::tags(&app, &repo, &req).await,
+        (Endpoint::Referrers(repo, d), Method::GET) => {
+            discovery::referrers(&app, &repo, &d, &req).await
+        }
+        (Endpoint::Manifest(repo, r), Method::GET) => {
+            manifests::get(&app, &repo, &r, &req, true).await
+        }
+        (Endpoint::Manifest(repo, r), Method::HEAD) => {
+            manifests::get(&app, &repo, &r, &req, false).await
+        }
+        (Endpoint::Manifest(repo, r), Method::PUT) => {
+            manifests::put(&app, &repo, &r, req, body).await
+        }
+        (Endpoint::Manifest(repo, r), Method::DELETE) => manifests::delete(&app, &repo, &r).await,
+        (Endpoint::Blob(repo, d), Method::GET) => blobs::get(&app, &repo, &d, &req, true).await,
+        (Endpoint::Blob(repo, d), Method::HEAD) => blobs::get(&app, &repo, &d, &req, false).await,
+        (Endpoint::Blob(repo, d), Method::DELETE) => blobs::delete(&app, &repo, &d).await,
+        (Endpoint::Uploads(repo), Method::POST) => uploads::start(&app, &repo, req, body).await,
+        (Endpoint::Upload(repo, id), Method::GET) => uploads::status(&app, &repo, &id).await,
+        (Endpoint::Upload(repo, id), Method::PATCH) => {
+            uploads::patch(&app, &repo, &id, req, body).await
+        }
+        (Endpoint::Upload(repo, id), Method::PUT) => {
+            uploads::complete(&app, &repo, &id, req, body).await
+        }
+        (Endpoint::Upload(repo, id), Method::DELETE) => uploads::cancel(&app, &repo, &id).await,
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// Decoded query parameters, in order, repeats kept.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn of(req: &Parts) -> Self {
+        let q = req.uri.query().unwrap_or("");
+        Query(
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The request's `Content-Length`, if it sent a valid one.
+fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::new(Code::SizeInvalid, "invalid Content-Length")),
+    }
+}
+
+/// True when a request carries body bytes (a positive length, or chunked encoding).
+fn has_body(body: &Body) -> bool {
+    use http_body::Body as _;
+    body.size_hint().exact() != Some(0)
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// An empty response with the given status and headers.
+fn empty(status: StatusCode, headers: &[(&str, &str)]) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.append(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("static header names"),
+                v,
+            );
+        }
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}

@@ -1,0 +1,13 @@
+//! berth: a container image registry implementing the OCI Distribution Spec v1.1.
+//!
+//! Layers, bottom to top (dependencies point down only): [`oci`] pure types; [`storage`] and
+//! [`metadata`] backends; [`registry`] services; [`http`] API; [`server`] assembly; the binary.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metadata;
+pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod storage;

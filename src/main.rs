@@ -1,0 +1,83 @@
+//! The `berth` binary: parses the command line and runs the chosen command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use berth::cli::{Cli, Command, ConfigCommand};
+use berth::config::{Config, LogFormat};
+use berth::server::{self, App};
+
+fn init_logging(cfg: &Config) {
+    let filter =
+        EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn serve(mut cfg: Config, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    if let Some(f) = log_format {
+        cfg.log.format = f;
+    }
+    init_logging(&cfg);
+    let app = App::open(&cfg).await?;
+    let listener = TcpListener::bind(cfg.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.addr))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        addr = %local,
+        data_dir = %cfg.data_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "berth ready"
+    );
+    server::run(listener, app, shutdown_signal()).await
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args
+            .common
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?
+                    .block_on(serve(cfg, args.log_format))
+            }),
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => args.load().map_err(anyhow::Error::from).map(|cfg| {
+            print!("{}", cfg.to_yaml());
+            eprintln!("configuration is valid");
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

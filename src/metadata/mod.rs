@@ -1,0 +1,141 @@
+//! Registry metadata: repositories, blob links, manifests, tags, referrers and upload
+//! sessions, behind the [`Metadata`] trait so PostgreSQL can implement it beside SQLite.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// A manifest references blobs or manifests the repository does not hold.
+    #[error("referenced content unknown to the repository: {0:?}")]
+    MissingReferences(Vec<Digest>),
+    /// A manifest's descriptor states a size other than the stored blob's.
+    #[error("descriptor for {digest} says {stated} bytes but the blob has {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        stated: u64,
+        actual: u64,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
+
+/// A manifest as the registry knows it in one repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A reference a manifest makes, checked and recorded when it is put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestRef {
+    /// A blob (config or layer) with the size its descriptor states.
+    Blob { digest: Digest, size: u64 },
+    /// A child manifest of an index.
+    Manifest { digest: Digest, size: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct NewManifest {
+    pub record: ManifestRecord,
+    pub refs: Vec<ManifestRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: UploadId,
+    pub repo: RepoName,
+    /// Bytes acknowledged to the client, all durable in the upload area.
+    pub size: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One page of a lexically ordered listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// True when items after the last one exist.
+    pub more: bool,
+}
+
+#[async_trait]
+pub trait Metadata: Send + Sync + 'static {
+    /// The size of a blob the repository may serve (linked blob or manifest), or `None`.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Links a committed blob into a repository, creating both records as needed.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+
+    /// Removes a repository's link to a blob; `false` when there was none.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()>;
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
+    async fn set_upload_size(&self, id: &UploadId, size: u64) -> Result<()>;
+    /// In one transaction: link the committed blob and end the upload session.
+    async fn finish_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()>;
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    /// Every upload session, for expiry and reconciliation.
+    async fn uploads(&self) -> Result<Vec<UploadRecord>>;
+
+    /// Records a manifest (whose bytes are already stored) and points `tags` at it, after
+    /// checking in the same transaction that everything it references is in the repository.
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()>;
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>>;
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>>;
+    /// Deletes a manifest and every tag pointing at it; `false` when it was unknown.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+
+    /// Tags after `last`, at most `limit`; `None` when the repository is unknown.
+    async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Option<Page>>;
+    /// Repository names after `last`, at most `limit`.
+    async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page>;
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>>;
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,469 @@
+//! The embedded metadata backend on SQLite (WAL, `synchronous=FULL`, foreign keys on).
+//!
+//! Writes go through a pool of one connection so they serialize in-process instead of
+//! contending for SQLite's lock; reads use a separate pool and run concurrently under WAL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    now, ManifestRecord, ManifestRef, Metadata, MetadataError, NewManifest, Page, Result,
+    UploadRecord,
+};
+use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+pub struct SqliteMetadata {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteMetadata {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(2)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteMetadata { read, write })
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    Digest::from_str(s).map_err(|e| MetadataError::Corrupt(format!("digest {s:?}: {e}")))
+}
+
+fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
+    let subject: Option<String> = row.try_get("subject")?;
+    let annotations: Option<String> = row.try_get("annotations")?;
+    Ok(ManifestRecord {
+        digest: parse_digest(row.try_get("digest")?)?,
+        media_type: row.try_get("media_type")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        artifact_type: row.try_get("artifact_type")?,
+        subject: subject.as_deref().map(parse_digest).transpose()?,
+        annotations: annotations
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| MetadataError::Corrupt(format!("annotations: {e}")))?,
+    })
+}
+
+async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    let id = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+        .bind(repo.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+async fn record_blob(tx: &mut Transaction<'_, Sqlite>, digest: &Digest, size: u64) -> Result<()> {
+    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn link(
+    tx: &mut Transaction<'_, Sqlite>,
+    repo_id: i64,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    record_blob(tx, digest, size).await?;
+    sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Checks one reference of a manifest being put; returns the digest when it is missing.
+async fn check_ref(
+    tx: &mut Transaction<'_, Sqlite>,
+    repo_id: i64,
+    r: &ManifestRef,
+) -> Result<Option<Digest>> {
+    let (digest, stated, sql) = match r {
+        ManifestRef::Blob { digest, size } => (
+            digest,
+            *size,
+            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repo_id = ? AND rb.digest = ?",
+        ),
+        ManifestRef::Manifest { digest, size } => (
+            digest,
+            *size,
+            "SELECT size FROM manifests WHERE repo_id = ? AND digest = ?",
+        ),
+    };
+    let actual: Option<i64> = sqlx::query_scalar(sql)
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match actual {
+        None => Ok(Some(digest.clone())),
+        Some(a) if a as u64 != stated => Err(MetadataError::SizeMismatch {
+            digest: digest.clone(),
+            stated,
+            actual: a as u64,
+        }),
+        Some(_) => Ok(None),
+    }
+}
+
+async fn repo_id(pool: &SqlitePool, repo: &RepoName) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+fn page(mut items: Vec<String>, limit: Option<u32>) -> Page {
+    let more = limit.is_some_and(|l| items.len() > l as usize);
+    if let Some(l) = limit {
+        items.truncate(l as usize);
+    }
+    Page { items, more }
+}
+
+const MANIFEST_COLUMNS: &str =
+    "m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations";
+
+#[async_trait]
+impl Metadata for SqliteMetadata {
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repositories r \
+             JOIN repo_blobs rb ON rb.repo_id = r.id JOIN blobs b ON b.digest = rb.digest \
+             WHERE r.name = ?1 AND rb.digest = ?2 \
+             UNION ALL SELECT m.size FROM repositories r JOIN manifests m ON m.repo_id = r.id \
+             WHERE r.name = ?1 AND m.digest = ?2 LIMIT 1",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let id = ensure_repo(&mut tx, repo).await?;
+        link(&mut tx, id, digest, size).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM repo_blobs WHERE digest = ? \
+             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO uploads (id, repo, size, created_at, updated_at) VALUES (?, ?, 0, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(repo.as_str())
+        .bind(t)
+        .bind(t)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+        // Read through the writer: an upload's size must reflect the last acknowledged write.
+        let row =
+            sqlx::query("SELECT repo, size, created_at, updated_at FROM uploads WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.write)
+                .await?;
+        row.map(|r| {
+            let repo: String = r.try_get("repo")?;
+            Ok(UploadRecord {
+                id: id.clone(),
+                repo: repo
+                    .parse()
+                    .map_err(|e| MetadataError::Corrupt(format!("upload repo: {e}")))?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_upload_size(&self, id: &UploadId, size: u64) -> Result<()> {
+        sqlx::query("UPDATE uploads SET size = ?, updated_at = ? WHERE id = ?")
+            .bind(size as i64)
+            .bind(now())
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let rid = ensure_repo(&mut tx, repo).await?;
+        link(&mut tx, rid, digest, size).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn uploads(&self) -> Result<Vec<UploadRecord>> {
+        let rows = sqlx::query("SELECT id FROM uploads")
+            .fetch_all(&self.write)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            let id: UploadId = id
+                .parse()
+                .map_err(|e| MetadataError::Corrupt(format!("upload id: {e}")))?;
+            if let Some(u) = self.upload(&id).await? {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let rid = ensure_repo(&mut tx, repo).await?;
+        let mut missing = Vec::new();
+        for r in &m.refs {
+            if let Some(d) = check_ref(&mut tx, rid, r).await? {
+                missing.push(d);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(MetadataError::MissingReferences(missing));
+        }
+        let rec = &m.record;
+        let digest = rec.digest.to_string();
+        let t = now();
+        record_blob(&mut tx, &rec.digest, rec.size).await?;
+        let annotations = rec
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).expect("string maps serialize"));
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(rid)
+        .bind(&digest)
+        .bind(&rec.media_type)
+        .bind(rec.size as i64)
+        .bind(&rec.artifact_type)
+        .bind(rec.subject.as_ref().map(|s| s.to_string()))
+        .bind(annotations)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        for r in &m.refs {
+            let (d, kind) = match r {
+                ManifestRef::Blob { digest, .. } => (digest, "blob"),
+                ManifestRef::Manifest { digest, .. } => (digest, "manifest"),
+            };
+            sqlx::query("INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(rid)
+                .bind(&digest)
+                .bind(d.to_string())
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for tag in tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(rid)
+            .bind(tag.as_str())
+            .bind(&digest)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE r.name = ? AND m.digest = ?"
+        ))
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM repositories r \
+             JOIN tags t ON t.repo_id = r.id \
+             JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
+             WHERE r.name = ? AND t.name = ?"
+        ))
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        // Tags and refs go with it through ON DELETE CASCADE.
+        let r = sqlx::query(
+            "DELETE FROM manifests WHERE digest = ? \
+             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM tags WHERE name = ? \
+             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag.as_str())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Option<Page>> {
+        let Some(rid) = repo_id(&self.read, repo).await? else {
+            return Ok(None);
+        };
+        let items: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(rid)
+        .bind(last.unwrap_or(""))
+        .bind(limit.map_or(-1, |l| l as i64 + 1))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(Some(page(items, limit)))
+    }
+
+    async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
+        let items: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM repositories r WHERE name > ? \
+             AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
+                  OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)) \
+             ORDER BY name LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(page(items, Some(limit)))
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE r.name = ? AND m.subject = ? AND (?3 IS NULL OR m.artifact_type = ?3) \
+             ORDER BY m.created_at, m.digest"
+        ))
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(manifest_from_row).collect()
+    }
+}

@@ -1,0 +1,269 @@
+//! Upload sessions: create, append chunks, report status, complete with digest verification,
+//! cancel; reconciliation at start-up and expiry of abandoned sessions.
+//!
+//! An upload's acknowledged length lives in metadata and is only advanced after the bytes are
+//! durable in the upload area, so a session resumes after a crash exactly where the client
+//! was last told it stood.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::metadata::{now, UploadRecord};
+use crate::oci::range::ByteRange;
+use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use crate::storage::ByteStream;
+
+use super::{Registry, RegistryError, Result};
+
+/// Per-session in-process state: a lock that serializes requests on one upload, and the
+/// running hash of its acknowledged bytes when we have it.
+#[derive(Default)]
+pub struct SessionState {
+    hash: Option<(Hasher, u64)>,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<SessionState>>>>,
+}
+
+impl Sessions {
+    fn get(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<SessionState>> {
+        self.map.lock().entry(id.clone()).or_default().clone()
+    }
+
+    fn forget(&self, id: &UploadId) {
+        self.map.lock().remove(id);
+    }
+}
+
+/// One chunk of bytes offered to an upload.
+pub struct AppendRequest {
+    /// The client's `Content-Range`, when it sent one.
+    pub range: Option<ByteRange>,
+    /// The request's `Content-Length`, when it sent one.
+    pub length: Option<u64>,
+    pub body: ByteStream,
+}
+
+impl Registry {
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadRecord> {
+        let id = UploadId::new_random();
+        // Storage first: an upload row never points at a missing file.
+        self.storage.begin(&id).await?;
+        self.meta.create_upload(&id, repo).await?;
+        self.upload_status(repo, &id).await
+    }
+
+    /// The session, if it exists and belongs to `repo`.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
+        match self.meta.upload(id).await? {
+            Some(u) if &u.repo == repo => Ok(u),
+            _ => Err(RegistryError::UploadUnknown),
+        }
+    }
+
+    /// Appends a chunk; returns the new acknowledged length.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        chunk: AppendRequest,
+    ) -> Result<u64> {
+        let session = self.uploads.get(id);
+        let mut state = session.lock().await;
+        let rec = self.upload_status(repo, id).await?;
+        self.append_locked(&rec, &mut state, chunk).await
+    }
+
+    async fn append_locked(
+        &self,
+        rec: &UploadRecord,
+        state: &mut SessionState,
+        chunk: AppendRequest,
+    ) -> Result<u64> {
+        let expected = match (chunk.range, chunk.length) {
+            (Some(r), _) if r.start != rec.size => {
+                return Err(RegistryError::RangeNotSatisfiable { size: rec.size })
+            }
+            (Some(r), Some(len)) if r.len() != len => {
+                return Err(RegistryError::SizeInvalid(format!(
+                    "Content-Range covers {} bytes but Content-Length is {len}",
+                    r.len()
+                )))
+            }
+            (Some(r), _) => Some(r.len()),
+            (None, len) => len,
+        };
+        // Keep hashing incrementally only if the running hash covers exactly what is
+        // acknowledged; otherwise the digest is computed from storage at completion.
+        let hasher = match state.hash.take() {
+            Some((h, n)) if n == rec.size => Some(h),
+            None if rec.size == 0 => Some(Algorithm::Sha256.hasher()),
+            _ => None,
+        };
+        let hasher = Arc::new(Mutex::new(hasher));
+        let h2 = hasher.clone();
+        let mut seen = 0u64;
+        let body = chunk
+            .body
+            .map(move |item| {
+                let bytes = item?;
+                seen += bytes.len() as u64;
+                if expected.is_some_and(|e| seen > e) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "chunk longer than its Content-Range",
+                    ));
+                }
+                if let Some(h) = h2.lock().as_mut() {
+                    h.update(&bytes);
+                }
+                Ok(bytes)
+            })
+            .boxed();
+        let new_size = match self.storage.append(&rec.id, rec.size, body).await {
+            Ok(n) => n,
+            Err(e) => {
+                let e = RegistryError::from(e);
+                if let RegistryError::BodyFailed(io) = &e {
+                    if io.kind() == io::ErrorKind::InvalidData {
+                        return Err(RegistryError::SizeInvalid(io.to_string()));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let written = new_size - rec.size;
+        if expected.is_some_and(|e| e != written) {
+            return Err(RegistryError::SizeInvalid(format!(
+                "chunk carried {written} bytes, expected {}",
+                expected.unwrap_or(0)
+            )));
+        }
+        if written > 0 {
+            self.meta.set_upload_size(&rec.id, new_size).await?;
+        }
+        state.hash = hasher.lock().take().map(|h| (h, new_size));
+        Ok(new_size)
+    }
+
+    /// Completes an upload (appending a final chunk when given) as blob `digest`, verifying
+    /// the digest over every acknowledged byte. Returns the blob's size.
+    pub async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        last_chunk: Option<AppendRequest>,
+    ) -> Result<u64> {
+        let session = self.uploads.get(id);
+        let mut state = session.lock().await;
+        let mut rec = self.upload_status(repo, id).await?;
+        if let Some(chunk) = last_chunk {
+            rec.size = self.append_locked(&rec, &mut state, chunk).await?;
+        }
+        let actual = match state.hash.take() {
+            Some((h, n)) if n == rec.size && h.algorithm() == digest.algorithm() => h.finish(),
+            _ => self.hash_upload(id, rec.size, digest.algorithm()).await?,
+        };
+        if &actual != digest {
+            return Err(RegistryError::DigestInvalid(format!(
+                "uploaded content has digest {actual}, not {digest}"
+            )));
+        }
+        self.storage.commit(id, rec.size, digest).await?;
+        self.meta.finish_upload(id, repo, digest, rec.size).await?;
+        drop(state);
+        self.uploads.forget(id);
+        Ok(rec.size)
+    }
+
+    async fn hash_upload(&self, id: &UploadId, len: u64, alg: Algorithm) -> Result<Digest> {
+        let mut s = self.storage.read_upload(id, len).await?;
+        let mut h = alg.hasher();
+        while let Some(chunk) = s.next().await {
+            h.update(&chunk.map_err(|e| RegistryError::Storage(e.into()))?);
+        }
+        Ok(h.finish())
+    }
+
+    /// Uploads a whole blob in one request.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        length: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let rec = self.start_upload(repo).await?;
+        let chunk = AppendRequest {
+            range: None,
+            length,
+            body,
+        };
+        let r = self
+            .complete_upload(repo, &rec.id, digest, Some(chunk))
+            .await;
+        if r.is_err() {
+            // A one-shot upload has no session the client could resume.
+            let _ = self.cancel_upload(repo, &rec.id).await;
+        }
+        r
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let session = self.uploads.get(id);
+        let _state = session.lock().await;
+        self.upload_status(repo, id).await?;
+        // Metadata first: once the row is gone nobody can resume into the file.
+        self.meta.delete_upload(id).await?;
+        self.storage.cancel(id).await?;
+        self.uploads.forget(id);
+        Ok(())
+    }
+
+    /// Makes the upload area and the session table agree after a crash: a session whose
+    /// bytes are gone is dropped, and bytes with no session are removed. Run before serving.
+    pub async fn reconcile_uploads(&self) -> Result<usize> {
+        let sessions = self.meta.uploads().await?;
+        let stored = self.storage.list_uploads().await?;
+        let mut removed = 0;
+        for s in sessions.iter().filter(|s| !stored.contains(&s.id)) {
+            self.meta.delete_upload(&s.id).await?;
+            removed += 1;
+        }
+        for id in stored
+            .iter()
+            .filter(|id| !sessions.iter().any(|s| &s.id == *id))
+        {
+            self.storage.cancel(id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Removes sessions idle for longer than the policy allows; returns how many.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let cutoff = now() - self.policy.upload_max_age.as_secs() as i64;
+        let mut removed = 0;
+        for s in self.meta.uploads().await? {
+            if s.updated_at >= cutoff {
+                continue;
+            }
+            let session = self.uploads.get(&s.id);
+            let Ok(_guard) = session.try_lock() else {
+                continue; // a request is working on it right now
+            };
+            self.meta.delete_upload(&s.id).await?;
+            self.storage.cancel(&s.id).await?;
+            self.uploads.forget(&s.id);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}

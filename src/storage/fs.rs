@@ -1,0 +1,260 @@
+//! The embedded backend: blobs as files on the local filesystem.
+//!
+//! Write ordering: bytes are written and fsynced in `uploads/` or `tmp/`, then renamed into
+//! `blobs/`, then the parent directory is fsynced. A crash at any point leaves either no blob
+//! or a whole one; readers never see a partial file.
+
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::io::ReaderStream;
+
+use super::paths::Layout;
+use super::{BlobStore, ByteStream, Result, StorageError, UploadArea};
+use crate::oci::range::ByteRange;
+use crate::oci::{Digest, UploadId};
+
+/// Read and write buffer size: large enough that per-call overhead vanishes at GB/s.
+const IO_BUF: usize = 1 << 20;
+
+pub struct FsStorage {
+    layout: Layout,
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) a store rooted at `root`, and checks it is writable.
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let layout = Layout::new(root);
+        for dir in [layout.blobs_dir(), layout.uploads_dir(), layout.tmp_dir()] {
+            fs::create_dir_all(&dir).await?;
+        }
+        // Leftovers of whole-blob writes interrupted by a crash: never visible, safe to drop.
+        let mut tmp = fs::read_dir(layout.tmp_dir()).await?;
+        while let Some(e) = tmp.next_entry().await? {
+            let _ = fs::remove_file(e.path()).await;
+        }
+        let probe = layout.tmp_file();
+        fs::write(&probe, b"").await?;
+        fs::remove_file(&probe).await?;
+        Ok(FsStorage { layout })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn map_not_found(e: io::Error) -> StorageError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StorageError::NotFound
+    } else {
+        StorageError::Io(e)
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).await?.sync_all().await
+}
+
+/// Moves a fsynced file to its final blob path and makes the rename durable.
+async fn publish(from: &Path, to: &Path) -> io::Result<()> {
+    let parent = to.parent().expect("blob paths have a parent");
+    fs::create_dir_all(parent).await?;
+    fs::rename(from, to).await?;
+    sync_dir(parent).await
+}
+
+async fn file_stream(path: &Path, range: Option<ByteRange>) -> Result<ByteStream> {
+    let mut file = File::open(path).await.map_err(map_not_found)?;
+    match range {
+        None => Ok(ReaderStream::with_capacity(file, IO_BUF).boxed()),
+        Some(r) => {
+            file.seek(SeekFrom::Start(r.start)).await?;
+            Ok(ReaderStream::with_capacity(file.take(r.len()), IO_BUF).boxed())
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsStorage {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        let md = not_found_as_none(fs::metadata(self.layout.blob(digest)).await)?;
+        Ok(md.map(|m| m.len()))
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
+        file_stream(&self.layout.blob(digest), range).await
+    }
+
+    async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        let target = self.layout.blob(digest);
+        if fs::try_exists(&target).await? {
+            return Ok(());
+        }
+        let tmp = self.layout.tmp_file();
+        let mut f = File::create(&tmp).await?;
+        f.write_all(&data).await?;
+        f.sync_all().await?;
+        drop(f);
+        if let Err(e) = publish(&tmp, &target).await {
+            let _ = fs::remove_file(&tmp).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        Ok(not_found_as_none(fs::remove_file(self.layout.blob(digest)).await)?.is_some())
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let mut algs = fs::read_dir(self.layout.blobs_dir()).await?;
+        while let Some(alg) = algs.next_entry().await? {
+            let alg_name = alg.file_name().to_string_lossy().into_owned();
+            let mut prefixes = fs::read_dir(alg.path()).await?;
+            while let Some(prefix) = prefixes.next_entry().await? {
+                let mut files = fs::read_dir(prefix.path()).await?;
+                while let Some(f) = files.next_entry().await? {
+                    let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
+                    if let Ok(d) = name.parse() {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl UploadArea for FsStorage {
+    async fn begin(&self, id: &UploadId) -> Result<()> {
+        let f = File::create(self.layout.upload(id)).await?;
+        f.sync_all().await?;
+        Ok(())
+    }
+
+    async fn append(&self, id: &UploadId, offset: u64, mut data: ByteStream) -> Result<u64> {
+        let path = self.layout.upload(id);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(map_not_found)?;
+        let len = file.metadata().await?.len();
+        if len < offset {
+            return Err(StorageError::ShortUpload {
+                expected: offset,
+                actual: len,
+            });
+        }
+        if len > offset {
+            file.set_len(offset).await?;
+        }
+        file.seek(SeekFrom::Start(offset)).await?;
+        let mut w = BufWriter::with_capacity(IO_BUF, file);
+        let mut written = 0u64;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(StorageError::Source)?;
+            w.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        w.flush().await?;
+        let file = w.into_inner();
+        file.sync_data().await?;
+        Ok(offset + written)
+    }
+
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
+        let path = self.layout.upload(id);
+        let actual = fs::metadata(&path).await.map_err(map_not_found)?.len();
+        if actual < len {
+            return Err(StorageError::ShortUpload {
+                expected: len,
+                actual,
+            });
+        }
+        if len == 0 {
+            return Ok(futures::stream::empty().boxed());
+        }
+        file_stream(
+            &path,
+            Some(ByteRange {
+                start: 0,
+                end: len - 1,
+            }),
+        )
+        .await
+    }
+
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
+        let path = self.layout.upload(id);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(map_not_found)?;
+        let actual = file.metadata().await?.len();
+        if actual < len {
+            return Err(StorageError::ShortUpload {
+                expected: len,
+                actual,
+            });
+        }
+        let target = self.layout.blob(digest);
+        if fs::try_exists(&target).await? {
+            // Deduplicated: the bytes are already committed under this digest.
+            drop(file);
+            fs::remove_file(&path).await?;
+            return Ok(());
+        }
+        if actual > len {
+            file.set_len(len).await?;
+        }
+        file.sync_all().await?;
+        drop(file);
+        publish(&path, &target).await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, id: &UploadId) -> Result<()> {
+        not_found_as_none(fs::remove_file(self.layout.upload(id)).await)?;
+        Ok(())
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadId>> {
+        let mut out = Vec::new();
+        let mut dir = fs::read_dir(self.layout.uploads_dir()).await?;
+        while let Some(e) = dir.next_entry().await? {
+            if let Ok(id) = e.file_name().to_string_lossy().parse() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a whole upload stream into memory: only for tests and tiny data.
+#[cfg(test)]
+pub async fn collect(s: ByteStream) -> io::Result<Vec<u8>> {
+    use futures::TryStreamExt;
+    s.try_fold(Vec::new(), |mut acc, b| async move {
+        acc.extend_from_slice(&b);
+        Ok(acc)
+    })
+    .await
+}

@@ -1,0 +1,128 @@
+//! An in-memory backend: for tests, and the proof that the storage traits assume no
+//! filesystem.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use super::{BlobStore, ByteStream, Result, StorageError, UploadArea};
+use crate::oci::range::ByteRange;
+use crate::oci::{Digest, UploadId};
+
+#[derive(Default)]
+pub struct MemoryStorage {
+    blobs: Mutex<HashMap<Digest, Bytes>>,
+    uploads: Mutex<HashMap<UploadId, Vec<u8>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn once(b: Bytes) -> ByteStream {
+    futures::stream::once(async move { Ok(b) }).boxed()
+}
+
+#[async_trait]
+impl BlobStore for MemoryStorage {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.blobs.lock().get(digest).map(|b| b.len() as u64))
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
+        let b = self
+            .blobs
+            .lock()
+            .get(digest)
+            .cloned()
+            .ok_or(StorageError::NotFound)?;
+        Ok(once(match range {
+            None => b,
+            Some(r) => b.slice(r.start as usize..=(r.end as usize).min(b.len() - 1)),
+        }))
+    }
+
+    async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        self.blobs.lock().entry(digest.clone()).or_insert(data);
+        Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blobs.lock().remove(digest).is_some())
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>> {
+        Ok(self.blobs.lock().keys().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl UploadArea for MemoryStorage {
+    async fn begin(&self, id: &UploadId) -> Result<()> {
+        self.uploads.lock().insert(id.clone(), Vec::new());
+        Ok(())
+    }
+
+    async fn append(&self, id: &UploadId, offset: u64, mut data: ByteStream) -> Result<u64> {
+        // Collect first so that a failed stream acknowledges nothing, like a crash would.
+        let mut incoming = Vec::new();
+        while let Some(chunk) = data.next().await {
+            incoming.extend_from_slice(&chunk.map_err(StorageError::Source)?);
+        }
+        let mut uploads = self.uploads.lock();
+        let buf = uploads.get_mut(id).ok_or(StorageError::NotFound)?;
+        if (buf.len() as u64) < offset {
+            return Err(StorageError::ShortUpload {
+                expected: offset,
+                actual: buf.len() as u64,
+            });
+        }
+        buf.truncate(offset as usize);
+        buf.extend_from_slice(&incoming);
+        Ok(buf.len() as u64)
+    }
+
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
+        let uploads = self.uploads.lock();
+        let buf = uploads.get(id).ok_or(StorageError::NotFound)?;
+        if (buf.len() as u64) < len {
+            return Err(StorageError::ShortUpload {
+                expected: len,
+                actual: buf.len() as u64,
+            });
+        }
+        Ok(once(Bytes::copy_from_slice(&buf[..len as usize])))
+    }
+
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
+        let mut uploads = self.uploads.lock();
+        let buf = uploads.get(id).ok_or(StorageError::NotFound)?;
+        if (buf.len() as u64) < len {
+            return Err(StorageError::ShortUpload {
+                expected: len,
+                actual: buf.len() as u64,
+            });
+        }
+        let mut buf = uploads.remove(id).expect("checked above");
+        buf.truncate(len as usize);
+        self.blobs
+            .lock()
+            .entry(digest.clone())
+            .or_insert_with(|| Bytes::from(buf));
+        Ok(())
+    }
+
+    async fn cancel(&self, id: &UploadId) -> Result<()> {
+        self.uploads.lock().remove(id);
+        Ok(())
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadId>> {
+        Ok(self.uploads.lock().keys().cloned().collect())
+    }
+}

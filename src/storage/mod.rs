@@ -1,0 +1,110 @@
+//! Blob storage: content-addressed committed blobs plus an upload area of resumable writes.
+//!
+//! Two small traits split by capability: [`BlobStore`] reads, stats, writes whole, deletes and
+//! lists committed blobs by digest; [`UploadArea`] holds in-progress uploads that grow by
+//! appends and become a blob only through an atomic [`UploadArea::commit`]. Nothing here knows
+//! about repositories, HTTP or SQL. Every implementation runs the suite in `testsuite.rs`.
+
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::oci::range::ByteRange;
+use crate::oci::{Digest, UploadId};
+
+pub mod fs;
+pub mod memory;
+pub mod paths;
+#[cfg(test)]
+mod testsuite;
+
+/// A stream of bytes going into or coming out of storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The blob or upload does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The upload holds fewer bytes than the caller says were acknowledged.
+    #[error("upload holds {actual} bytes, fewer than the {expected} acknowledged")]
+    ShortUpload { expected: u64, actual: u64 },
+    /// Reading the incoming stream failed (the client went away): nothing was acknowledged.
+    #[error("incoming stream failed: {0}")]
+    Source(io::Error),
+    /// The backend itself failed.
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Committed, immutable, content-addressed blobs.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a committed blob, or `None`.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Streams a committed blob, or the inclusive `range` of it.
+    async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream>;
+
+    /// Stores `data` as blob `digest` durably and atomically; the caller has verified the
+    /// digest. Writing a blob that exists already is a no-op.
+    async fn put(&self, digest: &Digest, data: Bytes) -> Result<()>;
+
+    /// Removes a committed blob; `false` when it did not exist.
+    async fn delete(&self, digest: &Digest) -> Result<bool>;
+
+    /// Every committed blob's digest, in no particular order.
+    async fn list(&self) -> Result<Vec<Digest>>;
+}
+
+/// In-progress uploads: invisible to [`BlobStore`] until committed.
+#[async_trait]
+pub trait UploadArea: Send + Sync + 'static {
+    /// Creates an empty upload.
+    async fn begin(&self, id: &UploadId) -> Result<()>;
+
+    /// Drops anything past `offset` (bytes never acknowledged), appends `data`, and makes the
+    /// result durable before returning the new length. On error nothing new is acknowledged
+    /// and the next call with the same `offset` starts over from it.
+    async fn append(&self, id: &UploadId, offset: u64, data: ByteStream) -> Result<u64>;
+
+    /// Streams the first `len` bytes of an upload.
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream>;
+
+    /// Atomically turns the first `len` bytes of an upload into blob `digest` (which the
+    /// caller has verified) and removes the upload. Durable when it returns.
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()>;
+
+    /// Removes an upload; a missing one is not an error.
+    async fn cancel(&self, id: &UploadId) -> Result<()>;
+
+    /// Every upload present, for reconciliation at start-up.
+    async fn list_uploads(&self) -> Result<Vec<UploadId>>;
+}
+
+/// A complete backend: committed blobs and an upload area.
+pub trait Storage: BlobStore + UploadArea {}
+impl<T: BlobStore + UploadArea> Storage for T {}
+
+/// Reads a whole blob into memory, refusing any larger than `max` bytes. For manifests only.
+pub async fn read_small(store: &dyn Storage, digest: &Digest, max: u64) -> Result<Bytes> {
+    use futures::TryStreamExt;
+    let size = store.stat(digest).await?.ok_or(StorageError::NotFound)?;
+    if size > max {
+        return Err(StorageError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("blob {digest} is {size} bytes, over the {max} byte limit"),
+        )));
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    let mut s = store.read(digest, None).await?;
+    while let Some(chunk) = s.try_next().await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}

@@ -1,0 +1,184 @@
+//! One conformance suite for every storage backend. Each backend instantiates it with
+//! `storage_suite!(module_name, async constructor)`.
+
+use std::io;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::fs::collect;
+use super::{ByteStream, Storage, StorageError};
+use crate::oci::range::ByteRange;
+use crate::oci::{Algorithm, UploadId};
+
+fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+    let v: Vec<io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+    futures::stream::iter(v).boxed()
+}
+
+fn failing_after(part: &'static [u8]) -> ByteStream {
+    let v: Vec<io::Result<Bytes>> = vec![
+        Ok(Bytes::from_static(part)),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ];
+    futures::stream::iter(v).boxed()
+}
+
+pub async fn put_stat_read_delete(s: &dyn Storage) {
+    let data = Bytes::from_static(b"hello, berth");
+    let d = Algorithm::Sha256.digest(&data);
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+    assert!(matches!(
+        s.read(&d, None).await,
+        Err(StorageError::NotFound)
+    ));
+    s.put(&d, data.clone()).await.unwrap();
+    s.put(&d, data.clone()).await.unwrap(); // idempotent
+    assert_eq!(s.stat(&d).await.unwrap(), Some(12));
+    assert_eq!(
+        collect(s.read(&d, None).await.unwrap()).await.unwrap(),
+        data
+    );
+    let part = s
+        .read(&d, Some(ByteRange { start: 7, end: 11 }))
+        .await
+        .unwrap();
+    assert_eq!(collect(part).await.unwrap(), b"berth");
+    assert_eq!(s.list().await.unwrap(), vec![d.clone()]);
+    assert!(s.delete(&d).await.unwrap());
+    assert!(!s.delete(&d).await.unwrap());
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+}
+
+pub async fn upload_appends_and_commits(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    assert_eq!(s.list_uploads().await.unwrap(), vec![id.clone()]);
+    let n = s.append(&id, 0, chunks(&[b"ab", b"cd"])).await.unwrap();
+    assert_eq!(n, 4);
+    let n = s.append(&id, 4, chunks(&[b"ef"])).await.unwrap();
+    assert_eq!(n, 6);
+    let d = Algorithm::Sha256.digest(b"abcdef");
+    // Not visible as a blob before commit.
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+    let read = collect(s.read_upload(&id, 6).await.unwrap()).await.unwrap();
+    assert_eq!(read, b"abcdef");
+    s.commit(&id, 6, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(6));
+    assert!(s.list_uploads().await.unwrap().is_empty());
+    assert!(matches!(
+        s.append(&id, 6, chunks(&[b"x"])).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+pub async fn unacknowledged_bytes_are_dropped(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    assert_eq!(s.append(&id, 0, chunks(&[b"abc"])).await.unwrap(), 3);
+    // A stream that fails mid-way acknowledges nothing...
+    assert!(matches!(
+        s.append(&id, 3, failing_after(b"junk")).await,
+        Err(StorageError::Source(_))
+    ));
+    // ...and the next append from the acknowledged offset starts clean.
+    assert_eq!(s.append(&id, 3, chunks(&[b"def"])).await.unwrap(), 6);
+    let d = Algorithm::Sha256.digest(b"abcdef");
+    s.commit(&id, 6, &d).await.unwrap();
+    assert_eq!(
+        collect(s.read(&d, None).await.unwrap()).await.unwrap(),
+        b"abcdef"
+    );
+}
+
+pub async fn commit_truncates_to_acknowledged_length(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    s.append(&id, 0, chunks(&[b"abcdef"])).await.unwrap();
+    let d = Algorithm::Sha256.digest(b"abcd");
+    s.commit(&id, 4, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(4));
+}
+
+pub async fn short_uploads_are_refused(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    s.append(&id, 0, chunks(&[b"ab"])).await.unwrap();
+    assert!(matches!(
+        s.append(&id, 5, chunks(&[b"x"])).await,
+        Err(StorageError::ShortUpload {
+            expected: 5,
+            actual: 2
+        })
+    ));
+    let d = Algorithm::Sha256.digest(b"abcdefgh");
+    assert!(matches!(
+        s.commit(&id, 8, &d).await,
+        Err(StorageError::ShortUpload { .. })
+    ));
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+}
+
+pub async fn commit_deduplicates_and_cancel_forgets(s: &dyn Storage) {
+    let d = Algorithm::Sha256.digest(b"same");
+    s.put(&d, Bytes::from_static(b"same")).await.unwrap();
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    s.append(&id, 0, chunks(&[b"same"])).await.unwrap();
+    s.commit(&id, 4, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(4));
+    let other = UploadId::new_random();
+    s.begin(&other).await.unwrap();
+    s.cancel(&other).await.unwrap();
+    s.cancel(&other).await.unwrap();
+    assert!(s.list_uploads().await.unwrap().is_empty());
+}
+
+pub async fn empty_blobs_work(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    let d = Algorithm::Sha256.digest(b"");
+    s.commit(&id, 0, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(0));
+    assert!(collect(s.read(&d, None).await.unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+macro_rules! storage_suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+            storage_suite!(@tests $make; put_stat_read_delete, upload_appends_and_commits,
+                unacknowledged_bytes_are_dropped, commit_truncates_to_acknowledged_length,
+                short_uploads_are_refused, commit_deduplicates_and_cancel_forgets,
+                empty_blobs_work);
+        }
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_guard, store) = $make.await;
+                super::$name(&*store).await;
+            }
+        )*
+    };
+}
+
+storage_suite!(memory, async {
+    (
+        (),
+        Box::new(super::super::memory::MemoryStorage::new()) as Box<dyn Storage>,
+    )
+});
+
+storage_suite!(filesystem, async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::super::fs::FsStorage::open(dir.path()).await.unwrap();
+    (dir, Box::new(store) as Box<dyn Storage>)
+});
