@@ -24,12 +24,11 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let resp = next.run(req).await;
-    let bytes_out = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let bytes_out = {
+        use http_body::Body as _;
+        let hint = resp.body().size_hint();
+        hint.exact().unwrap_or(hint.lower())
+    };
     tracing::info!(
         target: "berth::access",
         %method,
