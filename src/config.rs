@@ -23,10 +23,11 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "driver", rename_all = "lowercase", deny_unknown_fields)]
 pub enum StorageConfig {
     /// Blobs as files under `data_dir`.
+    #[default]
     Filesystem,
 }
 
@@ -80,12 +81,6 @@ impl Default for Config {
             manifests: ManifestsConfig::default(),
             log: LogConfig::default(),
         }
-    }
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig::Filesystem
     }
 }
 

@@ -37,7 +37,7 @@ async fn serve(mut cfg: Config, log_format: Option<LogFormat>) -> anyhow::Result
     if let Some(f) = log_format {
         cfg.log.format = f;
     }
-    init_logging(&cfg);
+    let _log_guard = init_logging(&cfg);
     let app = App::open(&cfg).await?;
     let listener = TcpListener::bind(cfg.addr)
         .await

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StorageConfig};
 use crate::http::{self, AppState, HttpSettings};
+use crate::metadata::cached::CachedMetadata;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::registry::{Policy, Registry};
 use crate::storage::fs::FsStorage;
@@ -21,7 +22,7 @@ use crate::storage::Storage;
 pub struct App {
     pub registry: Arc<Registry>,
     state: Arc<AppState>,
-    meta: Arc<SqliteMetadata>,
+    meta: Arc<CachedMetadata<SqliteMetadata>>,
 }
 
 impl App {
@@ -37,11 +38,11 @@ impl App {
                 })?)
             }
         };
-        let meta = Arc::new(
+        let meta = Arc::new(CachedMetadata::new(
             SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
                 .await
                 .context("cannot open the metadata database")?,
-        );
+        ));
         let policy = Policy {
             manifest_max_bytes: cfg.manifests.max_bytes,
             delete_enabled: cfg.delete.enabled,
@@ -94,7 +95,7 @@ pub async fn run(
     .context("server failed")?;
     cancel.cancel();
     let _ = sweeper.await;
-    app.meta.close().await;
+    app.meta.inner().close().await;
     Ok(())
 }
 

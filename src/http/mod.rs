@@ -88,23 +88,23 @@ async fn route(State(app): AppRef, endpoint: Endpoint, req: Request) -> ApiResul
         (Endpoint::Base, Method::GET | Method::HEAD) => {
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
-        (Endpoint::Catalog, Method::GET) => discovery::catalog(&app, &req).await,
-        (Endpoint::Tags(repo), Method::GET) => discovery::tags(&app, &repo, &req).await,
+        (Endpoint::Catalog, Method::GET) => discovery::catalog(&app, req).await,
+        (Endpoint::Tags(repo), Method::GET) => discovery::tags(&app, &repo, req).await,
         (Endpoint::Referrers(repo, d), Method::GET) => {
-            discovery::referrers(&app, &repo, &d, &req).await
+            discovery::referrers(&app, &repo, &d, req).await
         }
         (Endpoint::Manifest(repo, r), Method::GET) => {
-            manifests::get(&app, &repo, &r, &req, true).await
+            manifests::get(&app, &repo, &r, req, true).await
         }
         (Endpoint::Manifest(repo, r), Method::HEAD) => {
-            manifests::get(&app, &repo, &r, &req, false).await
+            manifests::get(&app, &repo, &r, req, false).await
         }
         (Endpoint::Manifest(repo, r), Method::PUT) => {
             manifests::put(&app, &repo, &r, req, body).await
         }
         (Endpoint::Manifest(repo, r), Method::DELETE) => manifests::delete(&app, &repo, &r).await,
-        (Endpoint::Blob(repo, d), Method::GET) => blobs::get(&app, &repo, &d, &req, true).await,
-        (Endpoint::Blob(repo, d), Method::HEAD) => blobs::get(&app, &repo, &d, &req, false).await,
+        (Endpoint::Blob(repo, d), Method::GET) => blobs::get(&app, &repo, &d, req, true).await,
+        (Endpoint::Blob(repo, d), Method::HEAD) => blobs::get(&app, &repo, &d, req, false).await,
         (Endpoint::Blob(repo, d), Method::DELETE) => blobs::delete(&app, &repo, &d).await,
         (Endpoint::Uploads(repo), Method::POST) => uploads::start(&app, &repo, req, body).await,
         (Endpoint::Upload(repo, id), Method::GET) => uploads::status(&app, &repo, &id).await,

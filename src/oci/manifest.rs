@@ -170,7 +170,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
                 .or_else(|| Some(config.media_type.clone()));
             let mut blobs = vec![config];
             blobs.extend(layers.into_iter().filter(|l| {
-                !(l.urls.len() > 0 && media::FOREIGN_LAYER_TYPES.contains(&l.media_type.as_str()))
+                l.urls.is_empty() || !media::FOREIGN_LAYER_TYPES.contains(&l.media_type.as_str())
             }));
             Ok(ParsedManifest {
                 media_type,

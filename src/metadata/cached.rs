@@ -1,0 +1,234 @@
+//! A read-through cache in front of any [`Metadata`]: the hot lookups of pulls (tag ->
+//! manifest, digest -> manifest, repository blob link) are answered from memory.
+//!
+//! Every write through this decorator invalidates what it touches and bumps a generation
+//! counter; a lookup only stores its result if no write happened while it read the backend,
+//! so a racing reader can never re-insert a stale row. Only positive answers are cached.
+//! Correct for one process owning the database; replicas sharing one database must not use
+//! it (or need cross-process invalidation).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+
+use super::{ManifestRecord, Metadata, NewManifest, Page, Result, UploadRecord};
+use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+/// Entries per map before it is emptied and refilled from the backend.
+const MAX_ENTRIES: usize = 200_000;
+
+struct Map<K, V> {
+    inner: RwLock<HashMap<K, V>>,
+}
+
+impl<K: Eq + Hash, V: Clone> Map<K, V> {
+    fn new() -> Self {
+        Map {
+            inner: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        self.inner.read().get(k).cloned()
+    }
+
+    fn insert(&self, k: K, v: V) {
+        let mut m = self.inner.write();
+        if m.len() >= MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(k, v);
+    }
+
+    fn remove(&self, k: &K) {
+        self.inner.write().remove(k);
+    }
+
+    fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
+        self.inner.write().retain(f);
+    }
+}
+
+pub struct CachedMetadata<M> {
+    inner: M,
+    generation: AtomicU64,
+    by_tag: Map<(RepoName, Tag), ManifestRecord>,
+    by_digest: Map<(RepoName, Digest), ManifestRecord>,
+    blobs: Map<(RepoName, Digest), u64>,
+}
+
+impl<M: Metadata> CachedMetadata<M> {
+    pub fn new(inner: M) -> Self {
+        CachedMetadata {
+            inner,
+            generation: AtomicU64::new(0),
+            by_tag: Map::new(),
+            by_digest: Map::new(),
+            blobs: Map::new(),
+        }
+    }
+
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    fn begin_read(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn fill<K: Eq + Hash, V: Clone>(&self, map: &Map<K, V>, seen: u64, k: K, v: &Option<V>) {
+        if let Some(v) = v {
+            if self.generation.load(Ordering::Acquire) == seen {
+                map.insert(k, v.clone());
+            }
+        }
+    }
+
+    /// Called after every write, before it returns.
+    fn invalidated(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[async_trait]
+impl<M: Metadata> Metadata for CachedMetadata<M> {
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let key = (repo.clone(), digest.clone());
+        if let Some(s) = self.blobs.get(&key) {
+            return Ok(Some(s));
+        }
+        let seen = self.begin_read();
+        let r = self.inner.repo_blob(repo, digest).await?;
+        self.fill(&self.blobs, seen, key, &r);
+        Ok(r)
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        self.inner.link_blob(repo, digest, size).await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        self.invalidated();
+        self.blobs.remove(&(repo.clone(), digest.clone()));
+        let r = self.inner.unlink_blob(repo, digest).await;
+        self.invalidated();
+        self.blobs.remove(&(repo.clone(), digest.clone()));
+        r
+    }
+
+    async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
+        self.inner.create_upload(id, repo).await
+    }
+
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+        self.inner.upload(id).await
+    }
+
+    async fn set_upload_size(&self, id: &UploadId, size: u64) -> Result<()> {
+        self.inner.set_upload_size(id, size).await
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        self.inner.finish_upload(id, repo, digest, size).await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
+        self.inner.delete_upload(id).await
+    }
+
+    async fn uploads(&self) -> Result<Vec<UploadRecord>> {
+        self.inner.uploads().await
+    }
+
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()> {
+        let r = self.inner.put_manifest(repo, m, tags).await;
+        self.invalidated();
+        for t in tags {
+            self.by_tag.remove(&(repo.clone(), t.clone()));
+        }
+        r
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        let key = (repo.clone(), digest.clone());
+        if let Some(m) = self.by_digest.get(&key) {
+            return Ok(Some(m));
+        }
+        let seen = self.begin_read();
+        let r = self.inner.manifest_by_digest(repo, digest).await?;
+        self.fill(&self.by_digest, seen, key, &r);
+        Ok(r)
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>> {
+        let key = (repo.clone(), tag.clone());
+        if let Some(m) = self.by_tag.get(&key) {
+            return Ok(Some(m));
+        }
+        let seen = self.begin_read();
+        let r = self.inner.manifest_by_tag(repo, tag).await?;
+        self.fill(&self.by_tag, seen, key, &r);
+        Ok(r)
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let forget = || {
+            self.invalidated();
+            self.by_digest.remove(&(repo.clone(), digest.clone()));
+            self.blobs.remove(&(repo.clone(), digest.clone()));
+            self.by_tag
+                .retain(|(r, _), m| !(r == repo && &m.digest == digest));
+        };
+        // Before: readers stop being served the row; after: no reader that raced the delete
+        // keeps a copy it read before the delete committed.
+        forget();
+        let r = self.inner.delete_manifest(repo, digest).await;
+        forget();
+        r
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let key = (repo.clone(), tag.clone());
+        self.invalidated();
+        self.by_tag.remove(&key);
+        let r = self.inner.delete_tag(repo, tag).await;
+        self.invalidated();
+        self.by_tag.remove(&key);
+        r
+    }
+
+    async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Option<Page>> {
+        self.inner.tags(repo, last, limit).await
+    }
+
+    async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
+        self.inner.repositories(last, limit).await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>> {
+        self.inner.referrers(repo, subject, artifact_type).await
+    }
+}
