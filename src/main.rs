@@ -11,16 +11,21 @@ use berth::cli::{Cli, Command, ConfigCommand};
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
 
-fn init_logging(cfg: &Config) {
+/// Logs go to stderr through a background writer, so a slow terminal or pipe never stalls a
+/// request. The returned guard flushes what is queued when dropped.
+fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        .with_ansi(false);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn shutdown_signal() {
