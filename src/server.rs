@@ -23,6 +23,30 @@ pub struct App {
     pub registry: Arc<Registry>,
     state: Arc<AppState>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
+    /// Held for the server's lifetime: one server per data dir.
+    _lock: std::fs::File,
+}
+
+/// Takes an exclusive advisory lock on `<data_dir>/berth.lock`, so that two servers never
+/// share (and reconcile away each other's) uploads. The lock ends with the process.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("data dir {} is not usable", dir.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!(
+            "data dir {} is in use by another berth server",
+            dir.display()
+        );
+    }
+    Ok(file)
 }
 
 impl App {
@@ -31,6 +55,7 @@ impl App {
     pub async fn open(cfg: &Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+        let lock = lock_data_dir(&cfg.data_dir)?;
         let storage: Arc<dyn Storage> = match cfg.storage {
             StorageConfig::Filesystem => {
                 Arc::new(FsStorage::open(&cfg.data_dir).await.with_context(|| {
@@ -66,6 +91,7 @@ impl App {
             registry,
             state,
             meta,
+            _lock: lock,
         })
     }
 
@@ -74,7 +100,12 @@ impl App {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// How long in-flight requests may run after shutdown begins before they are cut off. A
+/// client stalled mid-upload loses only bytes it was never acknowledged for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests for
+/// at most [`SHUTDOWN_GRACE`].
 pub async fn run(
     listener: TcpListener,
     app: App,
@@ -82,17 +113,33 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let sweeper = tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone()));
+    let stopping = CancellationToken::new();
+    let trigger = stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
     let router = app.router();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(
+    let graceful = stopping.clone();
+    let serve = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("server failed")?;
+    .with_graceful_shutdown(async move { graceful.cancelled().await });
+    let deadline = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = serve => r.context("server failed")?,
+        _ = deadline => tracing::warn!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "requests still running after the shutdown grace period; closing them"
+        ),
+    }
     cancel.cancel();
     let _ = sweeper.await;
     app.meta.inner().close().await;

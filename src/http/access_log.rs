@@ -1,10 +1,11 @@
-//! One structured log line per request: method, path, status, bytes, duration, client.
+//! One structured log line per request (method, path, query, status, bytes, duration,
+//! client), and the `Docker-Distribution-API-Version` header on every response.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -12,6 +13,7 @@ pub async fn log_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -24,15 +26,25 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let resp = next.run(req).await;
-    let bytes_out = {
-        use http_body::Body as _;
-        let hint = resp.body().size_hint();
-        hint.exact().unwrap_or(hint.lower())
-    };
+    let mut resp = resp;
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    let bytes_out = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            use http_body::Body as _;
+            resp.body().size_hint().lower()
+        });
     tracing::info!(
         target: "berth::access",
         %method,
         path,
+        query,
         status = resp.status().as_u16(),
         bytes_in,
         bytes_out,

@@ -72,13 +72,9 @@ async fn dispatch(state: AppRef, req: Request) -> Response {
         Err(endpoint::ParseError::NotFound) => return not_found().await.into_response(),
         Err(endpoint::ParseError::Invalid(e)) => return ApiError::from(e).into_response(),
     };
-    let result = route(state, endpoint, req).await;
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    resp.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
-    resp
+    route(state, endpoint, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn route(State(app): AppRef, endpoint: Endpoint, req: Request) -> ApiResult {

@@ -86,12 +86,18 @@ pub async fn start(app: &AppState, repo: &RepoName, req: &Parts, body: Body) -> 
         }
         // Not mountable: fall through to an ordinary session (202), as the spec asks.
     } else if let Some(digest) = digest_param(&q, "digest")? {
-        let length = content_length(&req.headers)?.ok_or_else(|| {
-            ApiError::new(
-                Code::SizeInvalid,
-                "a monolithic upload needs a Content-Length header",
-            )
-        })?;
+        // Without Content-Length or chunked encoding an HTTP/1.1 body is empty; a chunked
+        // body of unknown length is refused, as the spec requires the length up front.
+        let length = match content_length(&req.headers)? {
+            Some(l) => l,
+            None if !has_body(&body) => 0,
+            None => {
+                return Err(ApiError::new(
+                    Code::SizeInvalid,
+                    "a monolithic upload needs a Content-Length header",
+                ))
+            }
+        };
         let body = body_stream(body);
         app.registry
             .put_blob(repo, &digest, Some(length), body)

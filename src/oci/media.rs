@@ -70,12 +70,23 @@ pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type:
                 continue;
             }
             any = true;
-            if e == "*/*" || e == "application/*" || e == media_type {
+            if (e == "*/*" || e == "application/*" || e == media_type) && !refused(item) {
                 return true;
             }
         }
     }
     !any
+}
+
+/// True when an `Accept` item carries `q=0` ("not acceptable", RFC 9110 §12.4.2).
+fn refused(item: &str) -> bool {
+    item.split(';').skip(1).any(|p| {
+        p.trim()
+            .strip_prefix("q=")
+            .or_else(|| p.trim().strip_prefix("Q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .is_some_and(|q| q <= 0.0)
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +104,14 @@ mod tests {
         assert!(accepts([DOCKER_MANIFEST_V2, OCI_INDEX], OCI_INDEX));
         assert!(!accepts([DOCKER_MANIFEST_V2], OCI_MANIFEST));
         assert!(accepts(["*/*"], OCI_MANIFEST));
+        assert!(!accepts(
+            [format!("{OCI_MANIFEST};q=0, {DOCKER_MANIFEST_V2}").as_str()],
+            OCI_MANIFEST
+        ));
+        assert!(accepts(
+            [format!("{OCI_MANIFEST};q=0.1").as_str()],
+            OCI_MANIFEST
+        ));
     }
 
     #[test]

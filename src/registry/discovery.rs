@@ -27,16 +27,19 @@ impl Registry {
         last: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page> {
+        let page = self
+            .meta
+            .tags(repo, last, limit)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.clone()))?;
         if limit == Some(0) {
+            // n=0: an empty list and never a Link header.
             return Ok(Page {
                 items: Vec::new(),
                 more: false,
             });
         }
-        self.meta
-            .tags(repo, last, limit)
-            .await?
-            .ok_or_else(|| RegistryError::NameUnknown(repo.clone()))
+        Ok(page)
     }
 
     pub async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page> {

@@ -1,0 +1,495 @@
+//! Shared harness for the HTTP API tests: a real berth server on `127.0.0.1:0` with its own
+//! temporary data dir and database, a reqwest client, and helpers for pushing content and
+//! checking error bodies.
+//!
+//! Each test file includes this with `mod common;`; not every file uses every helper.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth::config::Config;
+use reqwest::header::HeaderMap;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// A running registry. Dropping it signals shutdown; [`TestServer::stop`] also waits for it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: Client,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the server must stop using the directory first.
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server with the default configuration.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `modify` adjusts (delete disabled, small limits, ...).
+    pub async fn start_with(modify: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        modify(&mut config);
+        let app = berth::server::App::open(&config)
+            .await
+            .expect("the registry opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(berth::server::run(listener, app, async move {
+            let _ = rx.await;
+        }));
+        let client = Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("reqwest client");
+        TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            client,
+            config,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server gracefully and waits until it has closed its database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran cleanly");
+        }
+    }
+
+    /// An absolute URL for `path` (which starts with `/`); absolute URLs pass through, so a
+    /// `Location` header can be followed whether the server made it relative or not.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn head(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.head(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.put(self.url(path))
+    }
+
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.patch(self.url(path))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path))
+    }
+
+    /// Pushes a blob with a single `POST ?digest=` and checks the 201; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        self.push_blob_as(repo, data, &digest).await;
+        digest
+    }
+
+    /// Pushes a blob under an explicit digest (for sha512) and checks the 201.
+    pub async fn push_blob_as(&self, repo: &str, data: &[u8], digest: &str) {
+        let resp = self
+            .post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            // Explicit, because hyper omits `Content-Length: 0` for an empty body.
+            .header("content-length", data.len().to_string())
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let resp = expect_status(resp, StatusCode::CREATED).await;
+        assert_eq!(header(&resp, "docker-content-digest"), digest);
+    }
+
+    /// Starts an upload session; returns its `Location`.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let resp = self
+            .post(&format!("/v2/{repo}/blobs/uploads/"))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "start upload");
+        header(&resp, "location")
+    }
+
+    /// PUTs manifest bytes to `reference` with a Content-Type, returning the raw response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.put(&format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a manifest and checks the 201; returns its sha256 digest.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
+        let resp = self.put_manifest(repo, reference, media_type, body).await;
+        let status = resp.status();
+        let digest = sha256(body);
+        if status != StatusCode::CREATED {
+            panic!(
+                "push manifest {repo}:{reference}: {status} {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        assert_eq!(header(&resp, "docker-content-digest"), digest);
+        digest
+    }
+
+    /// Pushes a random config and `layers` random layers to `repo`, and returns an OCI image
+    /// manifest (not yet pushed) referencing them.
+    pub async fn image(&self, repo: &str, layers: usize) -> Image {
+        self.image_of(repo, layers, OCI_MANIFEST, OCI_CONFIG, OCI_LAYER)
+            .await
+    }
+
+    /// Like [`TestServer::image`] with explicit manifest, config and layer media types.
+    pub async fn image_of(
+        &self,
+        repo: &str,
+        layers: usize,
+        manifest_type: &str,
+        config_type: &str,
+        layer_type: &str,
+    ) -> Image {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","nonce":"{}"}}"#,
+            hex::encode(random_bytes(8))
+        )
+        .into_bytes();
+        let config = Desc::new(config_type, &config, self.push_blob(repo, &config).await);
+        let mut descs = Vec::new();
+        for i in 0..layers {
+            let data = random_bytes(64 + i * 17);
+            let d = self.push_blob(repo, &data).await;
+            descs.push(Desc::new(layer_type, &data, d));
+        }
+        let json = json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": config.json(),
+            "layers": descs.iter().map(Desc::json).collect::<Vec<_>>(),
+        });
+        Image {
+            config,
+            layers: descs,
+            manifest: serde_json::to_vec(&json).unwrap(),
+            media_type: manifest_type.to_string(),
+        }
+    }
+
+    /// Pushes a random image to `repo:reference`; returns it and its digest.
+    pub async fn push_image(&self, repo: &str, reference: &str, layers: usize) -> (Image, String) {
+        let img = self.image(repo, layers).await;
+        let d = self
+            .push_manifest(repo, reference, &img.media_type, &img.manifest)
+            .await;
+        (img, d)
+    }
+
+    /// Sends raw bytes as one HTTP/1.1 request (include `Connection: close`) and parses the
+    /// response. For requests reqwest would normalize (`..` segments, lying lengths). The
+    /// socket work runs off the runtime, which also drives the server.
+    pub async fn raw(&self, request: Vec<u8>) -> RawResponse {
+        let addr = self.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            s.write_all(&request).unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            RawResponse::parse(&buf)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn parse(buf: &[u8]) -> RawResponse {
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
+        let head = std::str::from_utf8(&buf[..end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        RawResponse {
+            status,
+            headers,
+            body: buf[end + 4..].to_vec(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Checks the status and the spec's error body; returns the first error.
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let v: Value = serde_json::from_slice(&self.body).expect("error body is JSON");
+        check_error_body(&v, code)
+    }
+}
+
+/// A content descriptor of something pushed.
+#[derive(Clone, Debug)]
+pub struct Desc {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl Desc {
+    pub fn new(media_type: &str, data: &[u8], digest: String) -> Desc {
+        Desc {
+            media_type: media_type.to_string(),
+            digest,
+            size: data.len() as u64,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({ "mediaType": self.media_type, "digest": self.digest, "size": self.size })
+    }
+}
+
+/// An image whose blobs are pushed and whose manifest bytes are ready to push.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub config: Desc,
+    pub layers: Vec<Desc>,
+    pub manifest: Vec<u8>,
+    pub media_type: String,
+}
+
+impl Image {
+    pub fn digest(&self) -> String {
+        sha256(&self.manifest)
+    }
+
+    /// A descriptor of this image's manifest, for indexes and subjects.
+    pub fn desc(&self) -> Desc {
+        Desc::new(&self.media_type, &self.manifest, self.digest())
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+pub fn sha512(data: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+/// Pseudo-random bytes, different on every call (xorshift seeded from the process's random
+/// hash state and a counter).
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut x = h.finish() | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A header's value as a string; panics when it is missing.
+pub fn header(resp: &Response, name: &str) -> String {
+    opt_header(resp.headers(), name).unwrap_or_else(|| panic!("response has no {name} header"))
+}
+
+pub fn opt_header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .map(|v| v.to_str().expect("ASCII header").to_string())
+}
+
+/// Every value of a repeatable header, split on commas (RFC 9110 list semantics).
+pub fn header_list(resp: &Response, name: &str) -> Vec<String> {
+    resp.headers()
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn check_error_body(v: &Value, code: &str) -> Value {
+    let errors = v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("error body has no errors array: {v}"));
+    assert!(!errors.is_empty(), "errors array is empty: {v}");
+    for e in errors {
+        let c = e["code"].as_str().expect("code is a string");
+        assert!(
+            !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+            "code {c:?} must be uppercase letters and underscores"
+        );
+        if let Some(m) = e.get("message") {
+            assert!(m.is_string(), "message must be a string: {e}");
+        }
+    }
+    assert_eq!(errors[0]["code"], code, "error body: {v}");
+    errors[0].clone()
+}
+
+/// Checks the status and the spec's error body (`{"errors":[{"code","message","detail"?}]}`);
+/// returns the first error object.
+pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
+    let got = resp.status();
+    let ct = opt_header(resp.headers(), "content-type");
+    let text = resp.text().await.unwrap();
+    assert_eq!(got, status, "expected {status} {code}, got {got}: {text}");
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/json"),
+        "error Content-Type"
+    );
+    let v: Value = serde_json::from_str(&text).expect("error body is JSON");
+    check_error_body(&v, code)
+}
+
+/// Checks a status, printing the body when it is not the expected one.
+pub async fn expect_status(resp: Response, status: StatusCode) -> Response {
+    if resp.status() != status {
+        let got = resp.status();
+        panic!(
+            "expected {status}, got {got}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    resp
+}
+
+/// The `<url>` of a `Link: <url>; rel="next"` header, if present.
+pub fn next_link(resp: &Response) -> Option<String> {
+    let v = opt_header(resp.headers(), "link")?;
+    let (url, params) = v.split_once(';')?;
+    assert!(
+        params.contains("rel=\"next\""),
+        "Link header lacks rel=\"next\": {v}"
+    );
+    let url = url.trim();
+    assert!(
+        url.starts_with('<') && url.ends_with('>'),
+        "Link URL not in <>: {v}"
+    );
+    Some(url[1..url.len() - 1].to_string())
+}
+
+/// A request body sent with chunked transfer encoding (no `Content-Length`), in these pieces.
+pub fn streamed(chunks: Vec<Vec<u8>>) -> reqwest::Body {
+    reqwest::Body::wrap_stream(futures::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::io::Error>),
+    ))
+}
+
+/// Appends a query parameter to a (possibly already parameterized) location.
+pub fn with_query(location: &str, param: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}{param}")
+}
