@@ -11,11 +11,13 @@ use berth::cli::{Cli, Command, ConfigCommand};
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs go to stderr through a background writer, so a slow terminal or pipe never stalls a
 /// request. The returned guard flushes what is queued when dropped.
 fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter =
-        EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let filter = EnvFilter::new(&cfg.log.level);
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -77,14 +77,18 @@ impl Registry {
         let session = self.uploads.get(id);
         let mut state = session.lock().await;
         let rec = self.upload_status(repo, id).await?;
-        self.append_locked(&rec, &mut state, chunk).await
+        self.append_locked(&rec, &mut state, chunk, true).await
     }
 
+    /// Appends under the session lock. With `record` false the new length is not written to
+    /// metadata: the caller completes the upload at once, and if completion fails the next
+    /// append truncates back to the recorded length (nothing past it was acknowledged).
     async fn append_locked(
         &self,
         rec: &UploadRecord,
         state: &mut SessionState,
         chunk: AppendRequest,
+        record: bool,
     ) -> Result<u64> {
         let expected = match (chunk.range, chunk.length) {
             (Some(r), _) if r.start != rec.size => {
@@ -145,7 +149,7 @@ impl Registry {
                 expected.unwrap_or(0)
             )));
         }
-        if written > 0 {
+        if written > 0 && record {
             self.meta.set_upload_size(&rec.id, new_size).await?;
         }
         state.hash = hasher.lock().take().map(|h| (h, new_size));
@@ -165,22 +169,36 @@ impl Registry {
         let mut state = session.lock().await;
         let mut rec = self.upload_status(repo, id).await?;
         if let Some(chunk) = last_chunk {
-            rec.size = self.append_locked(&rec, &mut state, chunk).await?;
+            rec.size = self.append_locked(&rec, &mut state, chunk, false).await?;
         }
+        self.verify_and_commit(&rec, &mut state, digest).await?;
+        self.meta.finish_upload(id, repo, digest, rec.size).await?;
+        drop(state);
+        self.uploads.forget(id);
+        Ok(rec.size)
+    }
+
+    /// Checks the digest over the upload's first `rec.size` bytes and commits them as a blob.
+    async fn verify_and_commit(
+        &self,
+        rec: &UploadRecord,
+        state: &mut SessionState,
+        digest: &Digest,
+    ) -> Result<()> {
         let actual = match state.hash.take() {
             Some((h, n)) if n == rec.size && h.algorithm() == digest.algorithm() => h.finish(),
-            _ => self.hash_upload(id, rec.size, digest.algorithm()).await?,
+            _ => {
+                self.hash_upload(&rec.id, rec.size, digest.algorithm())
+                    .await?
+            }
         };
         if &actual != digest {
             return Err(RegistryError::DigestInvalid(format!(
                 "uploaded content has digest {actual}, not {digest}"
             )));
         }
-        self.storage.commit(id, rec.size, digest).await?;
-        self.meta.finish_upload(id, repo, digest, rec.size).await?;
-        drop(state);
-        self.uploads.forget(id);
-        Ok(rec.size)
+        self.storage.commit(&rec.id, rec.size, digest).await?;
+        Ok(())
     }
 
     async fn hash_upload(&self, id: &UploadId, len: u64, alg: Algorithm) -> Result<Digest> {
@@ -192,7 +210,9 @@ impl Registry {
         Ok(h.finish())
     }
 
-    /// Uploads a whole blob in one request.
+    /// Uploads a whole blob in one request. No session row is written: the client can
+    /// never resume a one-shot upload, and bytes a crash leaves behind are removed by
+    /// reconciliation at the next start.
     pub async fn put_blob(
         &self,
         repo: &RepoName,
@@ -200,20 +220,35 @@ impl Registry {
         length: Option<u64>,
         body: ByteStream,
     ) -> Result<u64> {
-        let rec = self.start_upload(repo).await?;
+        let rec = UploadRecord {
+            id: UploadId::new_random(),
+            repo: repo.clone(),
+            size: 0,
+            created_at: now(),
+            updated_at: now(),
+        };
+        self.storage.begin(&rec.id).await?;
+        let mut state = SessionState::default();
         let chunk = AppendRequest {
             range: None,
             length,
             body,
         };
-        let r = self
-            .complete_upload(repo, &rec.id, digest, Some(chunk))
-            .await;
-        if r.is_err() {
-            // A one-shot upload has no session the client could resume.
-            let _ = self.cancel_upload(repo, &rec.id).await;
+        let result = async {
+            let size = self.append_locked(&rec, &mut state, chunk, false).await?;
+            let rec = UploadRecord {
+                size,
+                ..rec.clone()
+            };
+            self.verify_and_commit(&rec, &mut state, digest).await?;
+            self.meta.link_blob(repo, digest, size).await?;
+            Ok(size)
         }
-        r
+        .await;
+        if result.is_err() {
+            let _ = self.storage.cancel(&rec.id).await;
+        }
+        result
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {

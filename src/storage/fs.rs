@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::paths::Layout;
 use super::{BlobStore, ByteStream, Result, StorageError, UploadArea};
@@ -65,27 +64,65 @@ fn map_not_found(e: io::Error) -> StorageError {
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).await?.sync_all().await
-}
-
-/// Moves a fsynced file to its final blob path and makes the rename durable.
-async fn publish(from: &Path, to: &Path) -> io::Result<()> {
+/// Moves a fsynced file to its final blob path and makes the rename durable (blocking).
+fn publish(from: &Path, to: &Path) -> io::Result<()> {
     let parent = to.parent().expect("blob paths have a parent");
-    fs::create_dir_all(parent).await?;
-    fs::rename(from, to).await?;
-    sync_dir(parent).await
+    std::fs::create_dir_all(parent)?;
+    std::fs::rename(from, to)?;
+    std::fs::File::open(parent)?.sync_all()
 }
 
+/// Runs blocking filesystem work on the blocking pool, in one hop.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
+}
+
+/// Streams `len` bytes of a file from `start`, reading straight into fresh buffers on the
+/// blocking pool (no intermediate copy).
 async fn file_stream(path: &Path, range: Option<ByteRange>) -> Result<ByteStream> {
-    let mut file = File::open(path).await.map_err(map_not_found)?;
-    match range {
-        None => Ok(ReaderStream::with_capacity(file, IO_BUF).boxed()),
-        Some(r) => {
-            file.seek(SeekFrom::Start(r.start)).await?;
-            Ok(ReaderStream::with_capacity(file.take(r.len()), IO_BUF).boxed())
+    let path = path.to_path_buf();
+    let (file, start, len) = blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let size = file.metadata()?.len();
+        let (start, len) = match range {
+            None => (0, size),
+            Some(r) => (r.start, r.len().min(size.saturating_sub(r.start))),
+        };
+        Ok((file, start, len))
+    })
+    .await
+    .map_err(map_not_found)?;
+    let state = (file, start, len);
+    let s = futures::stream::try_unfold(state, |(file, pos, left)| async move {
+        if left == 0 {
+            return Ok(None);
         }
-    }
+        let want = left.min(IO_BUF as u64) as usize;
+        let (file, buf) = blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = bytes::BytesMut::zeroed(want);
+            let mut filled = 0;
+            while filled < want {
+                let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than its size",
+                    ));
+                }
+                filled += n;
+            }
+            Ok((file, buf.freeze()))
+        })
+        .await?;
+        let n = buf.len() as u64;
+        Ok(Some((buf, (file, pos + n, left - n))))
+    });
+    Ok(s.boxed())
 }
 
 #[async_trait]
@@ -101,18 +138,22 @@ impl BlobStore for FsStorage {
 
     async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
         let target = self.layout.blob(digest);
-        if fs::try_exists(&target).await? {
-            return Ok(());
-        }
         let tmp = self.layout.tmp_file();
-        let mut f = File::create(&tmp).await?;
-        f.write_all(&data).await?;
-        f.sync_all().await?;
-        drop(f);
-        if let Err(e) = publish(&tmp, &target).await {
-            let _ = fs::remove_file(&tmp).await;
-            return Err(e.into());
-        }
+        blocking(move || {
+            if target.exists() {
+                return Ok(());
+            }
+            let write = || -> io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, &data)?;
+                f.sync_all()?;
+                publish(&tmp, &target)
+            };
+            write().inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -143,8 +184,9 @@ impl BlobStore for FsStorage {
 #[async_trait]
 impl UploadArea for FsStorage {
     async fn begin(&self, id: &UploadId) -> Result<()> {
-        let f = File::create(self.layout.upload(id)).await?;
-        f.sync_all().await?;
+        // Not fsynced: a session whose empty file is lost in a crash is dropped by
+        // reconciliation, and nothing was acknowledged into it.
+        File::create(self.layout.upload(id)).await?;
         Ok(())
     }
 
@@ -203,32 +245,33 @@ impl UploadArea for FsStorage {
 
     async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
         let path = self.layout.upload(id);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(map_not_found)?;
-        let actual = file.metadata().await?.len();
-        if actual < len {
-            return Err(StorageError::ShortUpload {
-                expected: len,
-                actual,
-            });
-        }
         let target = self.layout.blob(digest);
-        if fs::try_exists(&target).await? {
-            // Deduplicated: the bytes are already committed under this digest.
+        blocking(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let actual = file.metadata()?.len();
+            if actual < len {
+                return Ok(Err(StorageError::ShortUpload {
+                    expected: len,
+                    actual,
+                }));
+            }
+            if target.exists() {
+                // Deduplicated: the bytes are already committed under this digest.
+                drop(file);
+                std::fs::remove_file(&path)?;
+                return Ok(Ok(()));
+            }
+            if actual > len {
+                file.set_len(len)?;
+                file.sync_all()?;
+            }
+            // Otherwise every byte was fdatasynced by the append that acknowledged it.
             drop(file);
-            fs::remove_file(&path).await?;
-            return Ok(());
-        }
-        if actual > len {
-            file.set_len(len).await?;
-        }
-        file.sync_all().await?;
-        drop(file);
-        publish(&path, &target).await?;
-        Ok(())
+            publish(&path, &target)?;
+            Ok(Ok(()))
+        })
+        .await
+        .map_err(map_not_found)?
     }
 
     async fn cancel(&self, id: &UploadId) -> Result<()> {

@@ -11,6 +11,7 @@
 #   BERTH=/path/to/berth   use this binary (default: cargo build --release, target/release/berth)
 #   KEEP=1                 keep the temp dir (server log, layouts) for inspection
 #   SKIP_PODMAN=1          skip the podman checks (printed as SKIP, never silently)
+#   SKIP_DOCKER=1          do not run tests/clients/docker.sh (docker CLI + dockerd, ctr) at the end
 #   BIG_BLOB_MB=1024       size of the large blob round trip, in MiB
 #
 # Needs root on a fresh machine only to apt-get install missing tools.
@@ -552,4 +553,14 @@ for f in ${FAILURES[@]+"${FAILURES[@]}"}; do
     echo "  failed: $f"
 done
 echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+
+# docker CLI + dockerd and containerd ctr: a separate script with its own berth and dockerd.
+DOCKER_RC=0
+if [ "${SKIP_DOCKER:-0}" = 1 ]; then
+    echo "SKIP: docker/ctr checks (SKIP_DOCKER=1 given)"
+else
+    echo
+    echo "== tests/clients/docker.sh"
+    BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/docker.sh" || DOCKER_RC=$?
+fi
+[ "$FAILED" = 0 ] && [ "$DOCKER_RC" = 0 ]
