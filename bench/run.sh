@@ -14,7 +14,7 @@
 #   PULL_RUNS        1 GiB pull runs per registry         (default 5, best reported)
 #   SMALL_PUSHES     sequential 4 KiB pushes              (default 200)
 #   BENCH_BERTH_LOG_LEVEL  berth's log.level               (default warn, as the peer; passed
-#                    as BERTH_LOG__LEVEL because berth reads BERTH_LOG as config key `log`)
+#                    as BERTH_LOG__LEVEL)
 #   SKIP_BUILD=1     do not run cargo build
 #   LOADGEN=wrk      use wrk (apt) instead of oha (cargo install --locked oha)
 #   BENCH_BERTH_BIN  berth binary                         (default target/release/berth)

@@ -11,9 +11,6 @@ use berth::cli::{Cli, Command, ConfigCommand};
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Logs go to stderr through a background writer, so a slow terminal or pipe never stalls a
 /// request. The returned guard flushes what is queued when dropped.
 fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {

@@ -208,16 +208,28 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
+        // An empty session holds nothing acknowledged, so its row is committed without
+        // waiting for the disk (synchronous=NORMAL); the next FULL commit on the WAL makes it
+        // durable too. A session lost to power failure is answered BLOB_UPLOAD_UNKNOWN and
+        // the client starts a new one.
         let t = now();
-        sqlx::query(
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        let inserted = sqlx::query(
             "INSERT INTO uploads (id, repo, size, created_at, updated_at) VALUES (?, ?, 0, ?, ?)",
         )
         .bind(id.as_str())
         .bind(repo.as_str())
         .bind(t)
         .bind(t)
-        .execute(&self.write)
-        .await?;
+        .execute(&mut *conn)
+        .await;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        inserted?;
         Ok(())
     }
 

@@ -81,8 +81,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
 }
 
-/// Streams `len` bytes of a file from `start`, reading straight into fresh buffers on the
-/// blocking pool (no intermediate copy).
+/// Chunks a reader thread may have ready ahead of the network.
+const READ_AHEAD: usize = 4;
+
+/// Streams `len` bytes of a file from `start`. A blocking reader thread fills fresh buffers
+/// (no intermediate copy) and runs up to [`READ_AHEAD`] chunks ahead of the client, so disk
+/// reads and network writes overlap; it stops as soon as the client goes away.
 async fn file_stream(path: &Path, range: Option<ByteRange>) -> Result<ByteStream> {
     let path = path.to_path_buf();
     let (file, start, len) = blocking(move || {
@@ -96,33 +100,45 @@ async fn file_stream(path: &Path, range: Option<ByteRange>) -> Result<ByteStream
     })
     .await
     .map_err(map_not_found)?;
-    let state = (file, start, len);
-    let s = futures::stream::try_unfold(state, |(file, pos, left)| async move {
-        if left == 0 {
-            return Ok(None);
-        }
-        let want = left.min(IO_BUF as u64) as usize;
-        let (file, buf) = blocking(move || {
-            use std::os::unix::fs::FileExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let (mut pos, end) = (start, start + len);
+        while pos < end {
+            let want = (end - pos).min(IO_BUF as u64) as usize;
             let mut buf = bytes::BytesMut::zeroed(want);
             let mut filled = 0;
+            let mut result = Ok(());
             while filled < want {
-                let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob shorter than its size",
-                    ));
+                match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                    Ok(0) => {
+                        result = Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "blob shorter than its size",
+                        ));
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                filled += n;
             }
-            Ok((file, buf.freeze()))
-        })
-        .await?;
-        let n = buf.len() as u64;
-        Ok(Some((buf, (file, pos + n, left - n))))
+            let failed = result.is_err();
+            let item = result.map(|()| buf.freeze());
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+            pos += want as u64;
+        }
     });
-    Ok(s.boxed())
+    Ok(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 #[async_trait]
