@@ -27,6 +27,55 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage registry users (works while the server runs).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user, reading the password from standard input.
+    Add {
+        name: String,
+        /// Read the password from standard input (required: passwords never go in argv).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Make the user a server administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Change a user's password, reading it from standard input.
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Delete a user.
+    Del {
+        name: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Import users from an htpasswd file with bcrypt entries (`htpasswd -B`).
+    ImportHtpasswd {
+        file: PathBuf,
+        /// Replace the password of users that already exist.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +124,29 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn user_commands_parse() {
+        let cli = Cli::parse_from([
+            "berth",
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--admin",
+            "--data-dir",
+            "/d",
+        ]);
+        let Command::User {
+            command: UserCommand::Add { name, admin, .. },
+        } = cli.command
+        else {
+            panic!("user add expected")
+        };
+        assert_eq!(name, "alice");
+        assert!(admin);
+        assert!(Cli::try_parse_from(["berth", "user", "add", "alice"]).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Layers, bottom to top (dependencies point down only): [`oci`] pure types; [`storage`] and
 //! [`metadata`] backends; [`registry`] services; [`http`] API; [`server`] assembly; the binary.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -7,8 +7,10 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use berth::cli::{Cli, Command, ConfigCommand};
+use berth::auth::{UserName, Users};
+use berth::cli::{Cli, Command, ConfigCommand, UserCommand};
 use berth::config::{Config, LogFormat};
+use berth::metadata::sqlite::SqliteMetadata;
 use berth::server::{self, App};
 
 /// Logs go to stderr through a background writer, so a slow terminal or pipe never stalls a
@@ -56,6 +58,88 @@ async fn serve(mut cfg: Config, log_format: Option<LogFormat>) -> anyhow::Result
     server::run(listener, app, shutdown_signal()).await
 }
 
+/// Reads a password from standard input: everything up to the first line break.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from standard input")?;
+    let pw = s.lines().next().unwrap_or("").to_string();
+    anyhow::ensure!(!pw.is_empty(), "no password on standard input");
+    Ok(pw)
+}
+
+async fn open_users(cfg: &Config) -> anyhow::Result<Users> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let meta = SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
+        .await
+        .context("cannot open the metadata database")?;
+    Ok(Users::new(std::sync::Arc::new(meta)))
+}
+
+async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            admin,
+            common,
+            ..
+        } => {
+            let name: UserName = name.parse()?;
+            let users = open_users(&common.load()?).await?;
+            users.add(&name, &read_password()?, admin).await?;
+            println!("added user {name}{}", if admin { " (admin)" } else { "" });
+        }
+        UserCommand::Passwd { name, common, .. } => {
+            let name: UserName = name.parse()?;
+            let users = open_users(&common.load()?).await?;
+            users.set_password(&name, &read_password()?).await?;
+            println!("changed the password of {name}");
+        }
+        UserCommand::Del { name, common } => {
+            let name: UserName = name.parse()?;
+            open_users(&common.load()?).await?.delete(&name).await?;
+            println!("deleted user {name}");
+        }
+        UserCommand::List { common } => {
+            let users = open_users(&common.load()?).await?.list().await?;
+            println!("{:<40} {:<6} CREATED", "NAME", "ADMIN");
+            for u in users {
+                let created = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u.created_at.max(0) as u64);
+                println!(
+                    "{:<40} {:<6} {}",
+                    u.name,
+                    if u.admin { "yes" } else { "no" },
+                    humantime::format_rfc3339_seconds(created)
+                );
+            }
+        }
+        UserCommand::ImportHtpasswd {
+            file,
+            replace,
+            common,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let r = open_users(&common.load()?)
+                .await?
+                .import_htpasswd(&text, replace)
+                .await?;
+            println!(
+                "imported {}: {} added, {} replaced, {} kept",
+                file.display(),
+                r.added,
+                r.replaced,
+                r.kept
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -70,6 +154,11 @@ fn main() -> ExitCode {
                     .context("cannot start the async runtime")?
                     .block_on(serve(cfg, args.log_format))
             }),
+        Command::User { command } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|rt| rt.block_on(user_command(command))),
         Command::Config {
             command: ConfigCommand::Check(args),
         } => args.load().map_err(anyhow::Error::from).map(|cfg| {

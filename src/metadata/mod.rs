@@ -9,6 +9,7 @@ use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 pub mod cached;
 pub mod sqlite;
+pub mod users;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {

@@ -48,6 +48,14 @@ impl SqliteMetadata {
         Ok(SqliteMetadata { read, write })
     }
 
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.write
+    }
+
+    pub(super) fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
