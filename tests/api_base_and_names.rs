@@ -174,16 +174,7 @@ async fn valid_names_of_every_shape_work_end_to_end() {
             resp.bytes().await.unwrap().as_ref(),
             img.manifest.as_slice()
         );
-        let resp = s
-            .get(&format!("/v2/{name}/tags/list"))
-            .send()
-            .await
-            .unwrap();
-        let v: serde_json::Value = expect_status(resp, StatusCode::OK)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v = s.tags_list(name).await;
         assert_eq!(v["name"], *name);
         assert_eq!(v["tags"], serde_json::json!(["v1"]));
     }

@@ -11,11 +11,7 @@ async fn get_blob_returns_bytes_and_digest() {
     let s = TestServer::start().await;
     let data = random_bytes(10_000);
     let d = s.push_blob("pull/me", &data).await;
-    let resp = s
-        .get(&format!("/v2/pull/me/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.get_blob("pull/me", &d).await;
     let resp = expect_status(resp, StatusCode::OK).await;
     assert_eq!(header(&resp, "docker-content-digest"), d);
     assert_eq!(header(&resp, "content-length"), "10000");
@@ -32,7 +28,7 @@ async fn head_blob_has_length_and_digest_but_no_body() {
     let s = TestServer::start().await;
     let data = random_bytes(4321);
     let d = s.push_blob("head", &data).await;
-    let resp = s.head(&format!("/v2/head/blobs/{d}")).send().await.unwrap();
+    let resp = s.head_blob("head", &d).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "docker-content-digest"), d);
     assert_eq!(header(&resp, "content-length"), "4321");
@@ -47,20 +43,10 @@ async fn unknown_blob_is_404_blob_unknown() {
     s.push_blob("known", b"something").await;
     let missing = sha256(b"never pushed");
     for repo in ["known", "unknown"] {
-        let resp = s
-            .get(&format!("/v2/{repo}/blobs/{missing}"))
-            .send()
-            .await
-            .unwrap();
-        let e = assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+        let path = format!("/v2/{repo}/blobs/{missing}");
+        let (e, head) = s.assert_not_found(&path, "BLOB_UNKNOWN").await;
         assert_eq!(e["detail"]["digest"], missing);
-        let resp = s
-            .head(&format!("/v2/{repo}/blobs/{missing}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert!(resp.bytes().await.unwrap().is_empty());
+        assert!(head.bytes().await.unwrap().is_empty());
     }
 }
 
@@ -71,14 +57,8 @@ async fn blobs_are_scoped_to_their_repository() {
     let s = TestServer::start().await;
     let data = random_bytes(100);
     let d = s.push_blob("owner", &data).await;
-    let resp = s.get(&format!("/v2/other/blobs/{d}")).send().await.unwrap();
-    assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
-    let resp = s
-        .head(&format!("/v2/other/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    s.assert_not_found(&format!("/v2/other/blobs/{d}"), "BLOB_UNKNOWN")
+        .await;
     // spec: "Mounting a blob from another repository" (end-11) makes it reachable.
     let resp = s
         .post(&format!("/v2/other/blobs/uploads/?mount={d}&from=owner"))
@@ -86,14 +66,13 @@ async fn blobs_are_scoped_to_their_repository() {
         .await
         .unwrap();
     expect_status(resp, StatusCode::CREATED).await;
-    let resp = s.get(&format!("/v2/other/blobs/{d}")).send().await.unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob("other", &d).await, StatusCode::OK).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
     // Pushing the same bytes directly also links them (de-duplicated storage).
-    let resp = s.get(&format!("/v2/third/blobs/{d}")).send().await.unwrap();
+    let resp = s.get_blob("third", &d).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     s.push_blob("third", &data).await;
-    let resp = s.get(&format!("/v2/third/blobs/{d}")).send().await.unwrap();
+    let resp = s.get_blob("third", &d).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
@@ -103,17 +82,12 @@ async fn blobs_are_scoped_to_their_repository() {
 async fn manifest_bytes_are_reachable_as_a_blob_in_their_repository() {
     let s = TestServer::start().await;
     let (img, d) = s.push_image("mrepo", "latest", 1).await;
-    let resp = s.get(&format!("/v2/mrepo/blobs/{d}")).send().await.unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob("mrepo", &d).await, StatusCode::OK).await;
     assert_eq!(
         resp.bytes().await.unwrap().as_ref(),
         img.manifest.as_slice()
     );
-    let resp = s
-        .get(&format!("/v2/elsewhere/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.get_blob("elsewhere", &d).await;
     assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
@@ -219,15 +193,10 @@ async fn empty_blob_round_trips() {
         d,
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
-    let resp = s.get(&format!("/v2/empty/blobs/{d}")).send().await.unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob("empty", &d).await, StatusCode::OK).await;
     assert_eq!(header(&resp, "content-length"), "0");
     assert!(resp.bytes().await.unwrap().is_empty());
-    let resp = s
-        .head(&format!("/v2/empty/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.head_blob("empty", &d).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "content-length"), "0");
 }
@@ -238,8 +207,7 @@ async fn large_blob_round_trips() {
     let s = TestServer::start().await;
     let data = random_bytes(3 * 1024 * 1024 + 17);
     let d = s.push_blob("large", &data).await;
-    let resp = s.get(&format!("/v2/large/blobs/{d}")).send().await.unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob("large", &d).await, StatusCode::OK).await;
     let body = resp.bytes().await.unwrap();
     assert_eq!(body.len(), data.len());
     assert!(body.as_ref() == data.as_slice());
@@ -265,26 +233,13 @@ async fn sha512_blobs_push_and_pull() {
     let data = random_bytes(777);
     let d = sha512(&data);
     s.push_blob_as("five-twelve", &data, &d).await;
-    let resp = s
-        .get(&format!("/v2/five-twelve/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob("five-twelve", &d).await, StatusCode::OK).await;
     assert_eq!(header(&resp, "docker-content-digest"), d);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
-    let resp = s
-        .head(&format!("/v2/five-twelve/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.head_blob("five-twelve", &d).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "content-length"), "777");
     // The same bytes under sha256 are a different name in the same repository.
-    let resp = s
-        .get(&format!("/v2/five-twelve/blobs/{}", sha256(&data)))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.get_blob("five-twelve", &sha256(&data)).await;
     assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }

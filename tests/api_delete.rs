@@ -8,16 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn tags(s: &TestServer, repo: &str) -> Value {
-    let resp = s
-        .get(&format!("/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = expect_status(resp, StatusCode::OK)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.tags_list(repo).await;
     if v["tags"].is_null() {
         json!([])
     } else {
@@ -38,6 +29,7 @@ async fn delete_manifest_by_digest_removes_it_and_its_tags() {
     s.push_manifest("del", "b", OCI_MANIFEST, &img.manifest)
         .await;
     let (_, other) = s.push_image("del", "c", 1).await;
+    let by_digest = format!("/v2/del/manifests/{d}");
     // Pull everything first, so that any cache has to forget it.
     for reference in [d.as_str(), "a", "b"] {
         let path = format!("/v2/del/manifests/{reference}");
@@ -47,47 +39,26 @@ async fn delete_manifest_by_digest_removes_it_and_its_tags() {
         status_of(&s, &format!("/v2/del/blobs/{d}")).await,
         StatusCode::OK
     );
-    let resp = s
-        .delete(&format!("/v2/del/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete(&by_digest).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     for reference in [d.as_str(), "a", "b"] {
-        let resp = s
-            .get(&format!("/v2/del/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
-        assert_error(resp, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-        let resp = s
-            .head(&format!("/v2/del/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let path = format!("/v2/del/manifests/{reference}");
+        s.assert_not_found(&path, "MANIFEST_UNKNOWN").await;
     }
     // Nor are the manifest's bytes served as a blob of the repository any more.
-    let resp = s.get(&format!("/v2/del/blobs/{d}")).send().await.unwrap();
+    let resp = s.get_blob("del", &d).await;
     assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
     assert_eq!(tags(&s, "del").await, json!(["c"]));
     assert_eq!(
         status_of(&s, &format!("/v2/del/manifests/{other}")).await,
         StatusCode::OK
     );
-    let resp = s
-        .delete(&format!("/v2/del/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete(&by_digest).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     // It can be pushed again, and is then back.
     s.push_manifest("del", "a", OCI_MANIFEST, &img.manifest)
         .await;
-    assert_eq!(
-        status_of(&s, &format!("/v2/del/manifests/{d}")).await,
-        StatusCode::OK
-    );
+    assert_eq!(status_of(&s, &by_digest).await, StatusCode::OK);
     assert_eq!(tags(&s, "del").await, json!(["a", "c"]));
 }
 
@@ -97,24 +68,14 @@ async fn delete_manifest_by_sha512_digest() {
     let s = TestServer::start().await;
     let img = s.image("del512", 1).await;
     let d = sha512(&img.manifest);
+    let by_digest = format!("/v2/del512/manifests/{d}");
     let resp = s
-        .put(&format!("/v2/del512/manifests/{d}?tag=t"))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.clone())
-        .send()
-        .await
-        .unwrap();
+        .put_manifest_at(&format!("{by_digest}?tag=t"), OCI_MANIFEST, &img.manifest)
+        .await;
     expect_status(resp, StatusCode::CREATED).await;
-    let resp = s
-        .delete(&format!("/v2/del512/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.delete(&by_digest).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(
-        status_of(&s, &format!("/v2/del512/manifests/{d}")).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(status_of(&s, &by_digest).await, StatusCode::NOT_FOUND);
     assert_eq!(
         status_of(&s, "/v2/del512/manifests/t").await,
         StatusCode::NOT_FOUND
@@ -212,41 +173,15 @@ async fn delete_blob() {
     let data = random_bytes(256);
     let d = s.push_blob("blobdel", &data).await;
     s.push_blob("keeper", &data).await;
-    assert_eq!(
-        status_of(&s, &format!("/v2/blobdel/blobs/{d}")).await,
-        StatusCode::OK
-    );
-    let resp = s
-        .delete(&format!("/v2/blobdel/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let blob = format!("/v2/blobdel/blobs/{d}");
+    assert_eq!(status_of(&s, &blob).await, StatusCode::OK);
+    let resp = s.delete(&blob).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let resp = s
-        .get(&format!("/v2/blobdel/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
-    let resp = s
-        .head(&format!("/v2/blobdel/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = s
-        .delete(&format!("/v2/blobdel/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    s.assert_not_found(&blob, "BLOB_UNKNOWN").await;
+    let resp = s.delete(&blob).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
     // The other repository still serves it.
-    let resp = s
-        .get(&format!("/v2/keeper/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob("keeper", &d).await, StatusCode::OK).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
     // Unknown blob, unknown repository.
     for path in [
@@ -258,10 +193,7 @@ async fn delete_blob() {
     }
     // Pushing it again brings it back.
     s.push_blob("blobdel", &data).await;
-    assert_eq!(
-        status_of(&s, &format!("/v2/blobdel/blobs/{d}")).await,
-        StatusCode::OK
-    );
+    assert_eq!(status_of(&s, &blob).await, StatusCode::OK);
 }
 
 // spec: "Deleting Manifests" + "Listing Referrers": a deleted referrer is no longer listed.

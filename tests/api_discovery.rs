@@ -32,6 +32,9 @@ const TAGS: &[&str] = &[
     "a__b",
 ];
 
+const SBOM_TYPE: &str = "application/vnd.example.sbom.v1";
+const SIG_TYPE: &str = "application/vnd.example.sig.v1";
+
 /// Pushes one image and points every tag in `tags` at it.
 async fn tag_all(s: &TestServer, repo: &str, tags: &[&str]) -> String {
     let img = s.image(repo, 1).await;
@@ -310,6 +313,11 @@ async fn push_referrer(
     (d, bytes.len())
 }
 
+/// Pushes the empty JSON config (`{}`) to `repo`; returns its descriptor.
+async fn empty_config(s: &TestServer, repo: &str) -> Desc {
+    Desc::new(OCI_EMPTY, b"{}", s.push_blob(repo, b"{}").await)
+}
+
 fn artifact(
     artifact_type: Option<&str>,
     config: &Desc,
@@ -372,18 +380,13 @@ async fn referrers_list_every_kind_of_referrer() {
     let (subject_img, subject) = s.push_image("refs", "latest", 1).await;
     let sd = subject_img.desc();
     assert_eq!(sd.digest, subject);
-    let empty = Desc::new(OCI_EMPTY, b"{}", s.push_blob("refs", b"{}").await);
+    let empty = empty_config(&s, "refs").await;
 
     let sbom_annotations = json!({
         "org.opencontainers.image.created": "2022-01-01T14:42:55Z",
         "org.example.sbom.format": "json",
     });
-    let sbom = artifact(
-        Some("application/vnd.example.sbom.v1"),
-        &empty,
-        &sd,
-        Some(sbom_annotations.clone()),
-    );
+    let sbom = artifact(Some(SBOM_TYPE), &empty, &sd, Some(sbom_annotations.clone()));
     let (sbom_d, sbom_len) = push_referrer(&s, "refs", OCI_MANIFEST, &sbom, &subject).await;
 
     let sig_config = br#"{"sig":"config"}"#;
@@ -434,7 +437,7 @@ async fn referrers_list_every_kind_of_referrer() {
         (
             &sbom_d,
             json!({"mediaType": OCI_MANIFEST, "digest": sbom_d, "size": sbom_len,
-                   "artifactType": "application/vnd.example.sbom.v1",
+                   "artifactType": SBOM_TYPE,
                    "annotations": sbom_annotations}),
         ),
         (
@@ -480,20 +483,10 @@ async fn referrers_list_every_kind_of_referrer() {
 async fn referrers_filter_by_artifact_type() {
     let s = TestServer::start().await;
     let (img, subject) = s.push_image("filter", "latest", 1).await;
-    let empty = Desc::new(OCI_EMPTY, b"{}", s.push_blob("filter", b"{}").await);
-    let sbom = artifact(
-        Some("application/vnd.example.sbom.v1"),
-        &empty,
-        &img.desc(),
-        None,
-    );
+    let empty = empty_config(&s, "filter").await;
+    let sbom = artifact(Some(SBOM_TYPE), &empty, &img.desc(), None);
     let (sbom_d, _) = push_referrer(&s, "filter", OCI_MANIFEST, &sbom, &subject).await;
-    let sig = artifact(
-        Some("application/vnd.example.sig.v1"),
-        &empty,
-        &img.desc(),
-        None,
-    );
+    let sig = artifact(Some(SIG_TYPE), &empty, &img.desc(), None);
     let (sig_d, _) = push_referrer(&s, "filter", OCI_MANIFEST, &sig, &subject).await;
     // artifactType taken from the config when the manifest has none.
     let cfg = Desc::new(OCI_EMPTY, b"{}", empty.digest.clone());
@@ -501,8 +494,8 @@ async fn referrers_filter_by_artifact_type() {
     let (implicit_d, _) = push_referrer(&s, "filter", OCI_MANIFEST, &implicit, &subject).await;
 
     for (t, want) in [
-        ("application/vnd.example.sbom.v1", vec![&sbom_d]),
-        ("application/vnd.example.sig.v1", vec![&sig_d]),
+        (SBOM_TYPE, vec![&sbom_d]),
+        (SIG_TYPE, vec![&sig_d]),
         (OCI_EMPTY, vec![&implicit_d]),
         ("application/vnd.example.none", vec![]),
     ] {
@@ -573,13 +566,8 @@ async fn referrer_may_be_pushed_before_its_subject() {
     let s = TestServer::start().await;
     let img = s.image("order", 1).await; // blobs only; manifest not yet pushed
     let subject = img.digest();
-    let empty = Desc::new(OCI_EMPTY, b"{}", s.push_blob("order", b"{}").await);
-    let sig = artifact(
-        Some("application/vnd.example.sig.v1"),
-        &empty,
-        &img.desc(),
-        None,
-    );
+    let empty = empty_config(&s, "order").await;
+    let sig = artifact(Some(SIG_TYPE), &empty, &img.desc(), None);
     let bytes = serde_json::to_vec(&sig).unwrap();
     // By tag this time.
     let resp = s.put_manifest("order", "sig", OCI_MANIFEST, &bytes).await;
@@ -603,13 +591,8 @@ async fn referrer_may_be_pushed_before_its_subject() {
 async fn referrers_are_scoped_to_the_repository() {
     let s = TestServer::start().await;
     let (img, subject) = s.push_image("home", "latest", 1).await;
-    let empty = Desc::new(OCI_EMPTY, b"{}", s.push_blob("away", b"{}").await);
-    let sig = artifact(
-        Some("application/vnd.example.sig.v1"),
-        &empty,
-        &img.desc(),
-        None,
-    );
+    let empty = empty_config(&s, "away").await;
+    let sig = artifact(Some(SIG_TYPE), &empty, &img.desc(), None);
     let (sig_d, _) = push_referrer(&s, "away", OCI_MANIFEST, &sig, &subject).await;
     let (_, v) = referrers(&s, "home", &subject, "").await;
     assert_eq!(v["manifests"], json!([]));

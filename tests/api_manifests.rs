@@ -43,6 +43,19 @@ async fn assert_manifest(
     );
 }
 
+/// Pushes `body` to `repo:tag` and pulls it back by tag, byte-exact; returns its digest.
+async fn push_and_pull(
+    s: &TestServer,
+    repo: &str,
+    tag: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
+    let d = s.push_manifest(repo, tag, media_type, body).await;
+    assert_manifest(s, repo, tag, media_type, body, &d).await;
+    d
+}
+
 /// A manifest or 404 for an unknown one: MANIFEST_UNKNOWN (or NAME_UNKNOWN for a repository
 /// that does not exist).
 async fn assert_manifest_unknown(resp: reqwest::Response) {
@@ -55,6 +68,16 @@ async fn assert_manifest_unknown(resp: reqwest::Response) {
         code == "MANIFEST_UNKNOWN" || code == "NAME_UNKNOWN",
         "unexpected code {code}"
     );
+}
+
+/// GETs a manifest (no Accept header) and checks it is unknown, as [`assert_manifest_unknown`].
+async fn assert_no_manifest(s: &TestServer, repo: &str, reference: &str) {
+    let resp = s
+        .get(&format!("/v2/{repo}/manifests/{reference}"))
+        .send()
+        .await
+        .unwrap();
+    assert_manifest_unknown(resp).await;
 }
 
 /// True when a tag list body lists no tags (`null` or `[]`).
@@ -146,12 +169,7 @@ async fn unknown_manifests_are_404() {
         ("unknown", "latest"),
         ("unknown", missing.as_str()),
     ] {
-        let resp = s
-            .get(&format!("/v2/{repo}/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
-        assert_manifest_unknown(resp).await;
+        assert_no_manifest(&s, repo, reference).await;
         let resp = s
             .head(&format!("/v2/{repo}/manifests/{reference}"))
             .send()
@@ -162,12 +180,7 @@ async fn unknown_manifests_are_404() {
     }
     // A manifest in one repository is unknown in another.
     let (_, d) = s.push_image("known", "other", 1).await;
-    let resp = s
-        .get(&format!("/v2/elsewhere/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_manifest_unknown(resp).await;
+    assert_no_manifest(&s, "elsewhere", &d).await;
 }
 
 // spec: "Pushing Manifests": "The registry MUST store the manifest in the exact byte
@@ -183,9 +196,8 @@ async fn oci_manifest_round_trips_byte_exact() {
         l0.size, l0.digest, l0.media_type, l1.media_type, l1.digest, l1.size, c.media_type, c.digest, c.size, OCI_MANIFEST
     )
     .into_bytes();
-    let d = s.push_manifest("exact", "odd", OCI_MANIFEST, &body).await;
+    let d = push_and_pull(&s, "exact", "odd", OCI_MANIFEST, &body).await;
     assert_eq!(d, sha256(&body));
-    assert_manifest(&s, "exact", "odd", OCI_MANIFEST, &body, &d).await;
     assert_manifest(&s, "exact", &d, OCI_MANIFEST, &body, &d).await;
 }
 
@@ -204,10 +216,7 @@ async fn docker_schema2_manifest_round_trips_byte_exact() {
         .replace("  ", "   ")
         .replace('\n', "\r\n")
         .into_bytes();
-    let d = s
-        .push_manifest("docker", "v2", DOCKER_MANIFEST, &body)
-        .await;
-    assert_manifest(&s, "docker", "v2", DOCKER_MANIFEST, &body, &d).await;
+    let d = push_and_pull(&s, "docker", "v2", DOCKER_MANIFEST, &body).await;
     assert_manifest(&s, "docker", &d, DOCKER_MANIFEST, &body, &d).await;
 }
 
@@ -228,8 +237,7 @@ async fn docker_manifest_list_round_trips_byte_exact() {
     }
     let list = index_of(DOCKER_LIST, &children);
     let body = [b"  ".as_slice(), &list, b"\n\t "].concat();
-    let d = s.push_manifest("dlist", "multi", DOCKER_LIST, &body).await;
-    assert_manifest(&s, "dlist", "multi", DOCKER_LIST, &body, &d).await;
+    push_and_pull(&s, "dlist", "multi", DOCKER_LIST, &body).await;
     for (child, _) in &children {
         let resp = get_manifest(&s, "dlist", &child.digest, DOCKER_MANIFEST).await;
         let resp = expect_status(resp, StatusCode::OK).await;
@@ -256,10 +264,7 @@ async fn multi_arch_index_push_and_pull() {
     }
     let children: Vec<(Desc, &str)> = images.iter().map(|(i, a)| (i.desc(), *a)).collect();
     let index = index_of(OCI_INDEX, &children);
-    let d = s
-        .push_manifest("multi/arch", "latest", OCI_INDEX, &index)
-        .await;
-    assert_manifest(&s, "multi/arch", "latest", OCI_INDEX, &index, &d).await;
+    let d = push_and_pull(&s, "multi/arch", "latest", OCI_INDEX, &index).await;
 
     // Pull as a client would: the index, then the platform it wants, then its blobs.
     let resp = get_manifest(
@@ -287,11 +292,7 @@ async fn multi_arch_index_push_and_pull() {
         )
         .await;
         for blob in std::iter::once(&img.config).chain(&img.layers) {
-            let resp = s
-                .get(&format!("/v2/multi/arch/blobs/{}", blob.digest))
-                .send()
-                .await
-                .unwrap();
+            let resp = s.get_blob("multi/arch", &blob.digest).await;
             let resp = expect_status(resp, StatusCode::OK).await;
             assert_eq!(resp.bytes().await.unwrap().len() as u64, blob.size);
         }
@@ -302,10 +303,7 @@ async fn multi_arch_index_push_and_pull() {
         OCI_INDEX,
         &[(Desc::new(OCI_INDEX, &index, d.clone()), "any")],
     );
-    let od = s
-        .push_manifest("multi/arch", "nested", OCI_INDEX, &outer)
-        .await;
-    assert_manifest(&s, "multi/arch", "nested", OCI_INDEX, &outer, &od).await;
+    push_and_pull(&s, "multi/arch", "nested", OCI_INDEX, &outer).await;
 }
 
 // spec: "Push": "A registry MAY reject a manifest ... with descriptors ... that reference a
@@ -325,14 +323,8 @@ async fn index_with_missing_children_is_400_manifest_blob_unknown() {
     let resp = s.put_manifest("idx", "latest", OCI_INDEX, &index).await;
     let e = assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     assert_eq!(e["detail"]["missing"], json!([absent.digest()]));
-    assert_manifest_unknown(s.get("/v2/idx/manifests/latest").send().await.unwrap()).await;
-    assert_manifest_unknown(
-        s.get(&format!("/v2/idx/manifests/{}", sha256(&index)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    assert_no_manifest(&s, "idx", "latest").await;
+    assert_no_manifest(&s, "idx", &sha256(&index)).await;
     // A child present only in another repository does not count.
     let foreign = s.image("other", 1).await;
     s.push_manifest("other", &foreign.digest(), OCI_MANIFEST, &foreign.manifest)
@@ -385,7 +377,7 @@ async fn image_with_missing_blobs_is_400_manifest_blob_unknown() {
     let resp = s.put_manifest("solo", "latest", OCI_MANIFEST, &body).await;
     let e = assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     assert_eq!(e["detail"]["missing"], json!([sha256(&ghost)]));
-    assert_manifest_unknown(s.get("/v2/solo/manifests/latest").send().await.unwrap()).await;
+    assert_no_manifest(&s, "solo", "latest").await;
 }
 
 // A descriptor whose size disagrees with the blob it names makes the manifest invalid
@@ -416,10 +408,7 @@ async fn foreign_layers_need_not_exist() {
         "urls": ["https://example.com/layer.tar.gz"],
     }]);
     let body = serde_json::to_vec(&v).unwrap();
-    let d = s
-        .push_manifest("foreign", "latest", OCI_MANIFEST, &body)
-        .await;
-    assert_manifest(&s, "foreign", "latest", OCI_MANIFEST, &body, &d).await;
+    push_and_pull(&s, "foreign", "latest", OCI_MANIFEST, &body).await;
 }
 
 // spec: "Pulling manifests": the client's Accept lists the types it supports; a stored
@@ -511,12 +500,7 @@ async fn push_by_digest() {
     );
     assert!(resp.headers().get("oci-tag").is_none());
     assert_manifest(&s, "bydigest", &d, OCI_MANIFEST, &img.manifest, &d).await;
-    let resp = s.get("/v2/bydigest/tags/list").send().await.unwrap();
-    let v: Value = expect_status(resp, StatusCode::OK)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.tags_list("bydigest").await;
     assert!(no_tags(&v), "{v}");
 }
 
@@ -532,12 +516,7 @@ async fn push_by_wrong_digest_is_400_digest_invalid() {
         .await;
     assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     for reference in [other, img.digest()] {
-        let resp = s
-            .get(&format!("/v2/wrong/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
-        assert_manifest_unknown(resp).await;
+        assert_no_manifest(&s, "wrong", &reference).await;
     }
     // The same body with a byte of whitespace more has a different digest.
     let mut padded = img.manifest.clone();
@@ -570,13 +549,8 @@ async fn sha512_manifest_digests() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "docker-content-digest"), d);
     // With a tag parameter the tag resolves to the same manifest.
-    let resp = s
-        .put(&format!("/v2/five/manifests/{d}?tag=t512"))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.clone())
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v2/five/manifests/{d}?tag=t512");
+    let resp = s.put_manifest_at(&path, OCI_MANIFEST, &img.manifest).await;
     expect_status(resp, StatusCode::CREATED).await;
     let resp = get_manifest(&s, "five", "t512", OCI_MANIFEST).await;
     let resp = expect_status(resp, StatusCode::OK).await;
@@ -604,13 +578,8 @@ async fn push_by_digest_with_tag_parameters() {
         .chain((0..8).map(|i| format!("extra-{i}")))
         .collect();
     let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
-    let resp = s
-        .put(&format!("/v2/tagged/manifests/{d}?{}", query.join("&")))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.clone())
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v2/tagged/manifests/{d}?{}", query.join("&"));
+    let resp = s.put_manifest_at(&path, OCI_MANIFEST, &img.manifest).await;
     let resp = expect_status(resp, StatusCode::CREATED).await;
     assert_eq!(header(&resp, "docker-content-digest"), d);
     let mut echoed = header_list(&resp, "oci-tag");
@@ -621,12 +590,7 @@ async fn push_by_digest_with_tag_parameters() {
     for t in &tags {
         assert_manifest(&s, "tagged", t, OCI_MANIFEST, &img.manifest, &d).await;
     }
-    let resp = s.get("/v2/tagged/tags/list").send().await.unwrap();
-    let v: Value = expect_status(resp, StatusCode::OK)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.tags_list("tagged").await;
     assert_eq!(v["tags"], json!(want));
 }
 
@@ -642,13 +606,7 @@ async fn bad_tag_parameters_are_400() {
         format!("/v2/tp/manifests/{d}?tag=ok&tag=no%2Fslash"),
         format!("/v2/tp/manifests/{d}?tag="),
     ] {
-        let resp = s
-            .put(&path)
-            .header("content-type", OCI_MANIFEST)
-            .body(img.manifest.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = s.put_manifest_at(&path, OCI_MANIFEST, &img.manifest).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     }
     let resp = s.get("/v2/tp/tags/list").send().await.unwrap();
@@ -675,7 +633,7 @@ async fn malformed_json_is_400_manifest_invalid() {
         let resp = s.put_manifest("bad", "latest", OCI_MANIFEST, body).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     }
-    assert_manifest_unknown(s.get("/v2/bad/manifests/latest").send().await.unwrap()).await;
+    assert_no_manifest(&s, "bad", "latest").await;
 }
 
 // spec: "Pushing Manifests": "If a manifest includes a mediaType field, clients MUST set the
@@ -728,8 +686,7 @@ async fn missing_media_type() {
     assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     let resp = s.put_manifest("nomt", "x", "application/json", &body).await;
     assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let d = s.push_manifest("nomt", "x", OCI_MANIFEST, &body).await;
-    assert_manifest(&s, "nomt", "x", OCI_MANIFEST, &body, &d).await;
+    push_and_pull(&s, "nomt", "x", OCI_MANIFEST, &body).await;
 }
 
 /// A change that breaks a valid manifest.
@@ -845,7 +802,7 @@ async fn structurally_invalid_manifests_are_400_manifest_invalid() {
         let resp = s.put_manifest("inv", "idx", OCI_INDEX, &body).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     }
-    assert_manifest_unknown(s.get("/v2/inv/manifests/latest").send().await.unwrap()).await;
+    assert_no_manifest(&s, "inv", "latest").await;
 }
 
 /// A valid image manifest padded with an annotation to exactly `len` bytes.
@@ -868,10 +825,7 @@ async fn oversized_manifest_is_413() {
     let s = TestServer::start_with(|c| c.manifests.max_bytes = 2048).await;
     let img = s.image("big", 1).await;
     let at_limit = padded_manifest(&img, 2048);
-    let d = s
-        .push_manifest("big", "fits", OCI_MANIFEST, &at_limit)
-        .await;
-    assert_manifest(&s, "big", "fits", OCI_MANIFEST, &at_limit, &d).await;
+    push_and_pull(&s, "big", "fits", OCI_MANIFEST, &at_limit).await;
 
     let over = padded_manifest(&img, 2049);
     let resp = s.put_manifest("big", "over", OCI_MANIFEST, &over).await;
@@ -891,12 +845,7 @@ async fn oversized_manifest_is_413() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     for tag in ["over", "streamed"] {
-        let resp = s
-            .get(&format!("/v2/big/manifests/{tag}"))
-            .send()
-            .await
-            .unwrap();
-        assert_manifest_unknown(resp).await;
+        assert_no_manifest(&s, "big", tag).await;
     }
 }
 
@@ -907,8 +856,7 @@ async fn four_megabyte_manifest_is_accepted_by_default() {
     let s = TestServer::start().await;
     let img = s.image("huge", 1).await;
     let body = padded_manifest(&img, 4_000_000);
-    let d = s.push_manifest("huge", "latest", OCI_MANIFEST, &body).await;
-    assert_manifest(&s, "huge", "latest", OCI_MANIFEST, &body, &d).await;
+    push_and_pull(&s, "huge", "latest", OCI_MANIFEST, &body).await;
 }
 
 // spec: "Pushing Manifests" - an artifact manifest with an empty config and no layers
@@ -925,8 +873,7 @@ async fn artifact_manifest_with_empty_config() {
         "layers": [],
     }))
     .unwrap();
-    let d = s.push_manifest("art", "thing", OCI_MANIFEST, &body).await;
-    assert_manifest(&s, "art", "thing", OCI_MANIFEST, &body, &d).await;
+    push_and_pull(&s, "art", "thing", OCI_MANIFEST, &body).await;
 }
 
 // spec: "Pulling manifests" defers to RFC 7231 §5.3 for Accept: a media range with `q=0` is
@@ -955,10 +902,7 @@ async fn repeated_layers_are_fine() {
     let layer = v["layers"][0].clone();
     v["layers"] = json!([layer.clone(), layer.clone(), layer]);
     let body = serde_json::to_vec(&v).unwrap();
-    let d = s
-        .push_manifest("repeat", "latest", OCI_MANIFEST, &body)
-        .await;
-    assert_manifest(&s, "repeat", "latest", OCI_MANIFEST, &body, &d).await;
+    push_and_pull(&s, "repeat", "latest", OCI_MANIFEST, &body).await;
 }
 
 // spec: "Pushing Manifests" with descriptors in sha512 (image-spec "Digests"): the blobs they
@@ -983,8 +927,7 @@ async fn sha512_descriptors_in_a_manifest() {
     assert_eq!(e["detail"]["missing"].as_array().unwrap().len(), 2);
     s.push_blob_as("s512", config, &cd).await;
     s.push_blob_as("s512", &layer, &ld).await;
-    let d = s.push_manifest("s512", "latest", OCI_MANIFEST, &body).await;
-    assert_manifest(&s, "s512", "latest", OCI_MANIFEST, &body, &d).await;
+    push_and_pull(&s, "s512", "latest", OCI_MANIFEST, &body).await;
 }
 
 // spec: "Pushing Manifests": concurrent pushes of different manifests to one tag all succeed,

@@ -7,8 +7,14 @@ use common::*;
 use proptest::prelude::*;
 use reqwest::StatusCode;
 
-/// PATCHes one chunk with a Content-Range and checks the 202; returns the new Location.
-async fn patch_chunk(s: &TestServer, loc: &str, start: usize, chunk: &[u8]) -> String {
+/// PATCHes one chunk with a Content-Range and checks the 202 and its Range; returns the
+/// response.
+async fn patch_chunk_accepted(
+    s: &TestServer,
+    loc: &str,
+    start: usize,
+    chunk: &[u8],
+) -> reqwest::Response {
     let end = start + chunk.len() - 1;
     let resp = s
         .patch(loc)
@@ -20,7 +26,28 @@ async fn patch_chunk(s: &TestServer, loc: &str, start: usize, chunk: &[u8]) -> S
         .unwrap();
     let resp = expect_status(resp, StatusCode::ACCEPTED).await;
     assert_eq!(header(&resp, "range"), format!("0-{end}"));
+    resp
+}
+
+/// [`patch_chunk_accepted`], returning the new Location.
+async fn patch_chunk(s: &TestServer, loc: &str, start: usize, chunk: &[u8]) -> String {
+    let resp = patch_chunk_accepted(s, loc, start, chunk).await;
     header(&resp, "location")
+}
+
+/// PATCHes `body` with a Content-Range (and no Content-Type); returns the raw response.
+async fn patch_range(
+    s: &TestServer,
+    loc: &str,
+    range: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    s.patch(loc)
+        .header("content-range", range)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// GETs the upload status (end-13) and returns its Range header after checking the 204.
@@ -31,20 +58,44 @@ async fn status_range(s: &TestServer, loc: &str) -> String {
     header(&resp, "range")
 }
 
-async fn close(s: &TestServer, loc: &str, digest: &str) -> reqwest::Response {
+/// The closing `PUT <loc>?digest=<digest>`, not yet sent.
+fn closing_put(s: &TestServer, loc: &str, digest: &str) -> reqwest::RequestBuilder {
     s.put(&with_query(loc, &format!("digest={digest}")))
-        .send()
-        .await
-        .unwrap()
+}
+
+/// Sends the closing PUT without a body.
+async fn close(s: &TestServer, loc: &str, digest: &str) -> reqwest::Response {
+    closing_put(s, loc, digest).send().await.unwrap()
+}
+
+/// Sends the closing PUT carrying `body` (the final chunk, or the whole blob), with a
+/// Content-Range when `range` is given.
+async fn close_with(
+    s: &TestServer,
+    loc: &str,
+    digest: &str,
+    range: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = closing_put(s, loc, digest);
+    if let Some(range) = range {
+        req = req.header("content-range", range);
+    }
+    req.body(body).send().await.unwrap()
+}
+
+/// Checks the 416 BLOB_UPLOAD_INVALID of a chunk that does not continue the session.
+async fn assert_out_of_order(resp: reqwest::Response) {
+    assert_error(
+        resp,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "BLOB_UPLOAD_INVALID",
+    )
+    .await;
 }
 
 async fn assert_blob(s: &TestServer, repo: &str, digest: &str, data: &[u8]) {
-    let resp = s
-        .get(&format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::OK).await;
+    let resp = expect_status(s.get_blob(repo, digest).await, StatusCode::OK).await;
     assert_eq!(header(&resp, "docker-content-digest"), digest);
     assert!(
         resp.bytes().await.unwrap().as_ref() == data,
@@ -52,12 +103,22 @@ async fn assert_blob(s: &TestServer, repo: &str, digest: &str, data: &[u8]) {
     );
 }
 
+/// Checks an upload's completing response (201 naming `digest`), then that `repo` serves the
+/// blob with exactly `data`.
+async fn assert_uploaded(
+    s: &TestServer,
+    resp: reqwest::Response,
+    repo: &str,
+    digest: &str,
+    data: &[u8],
+) {
+    let resp = expect_status(resp, StatusCode::CREATED).await;
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_blob(s, repo, digest, data).await;
+}
+
 async fn assert_no_blob(s: &TestServer, repo: &str, digest: &str) {
-    let resp = s
-        .get(&format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.get_blob(repo, digest).await;
     assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
@@ -109,8 +170,7 @@ async fn post_then_put_uploads_a_blob() {
     let data = random_bytes(5000);
     let d = sha256(&data);
     let loc = s.start_upload("mono").await;
-    let resp = s
-        .put(&with_query(&loc, &format!("digest={d}")))
+    let resp = closing_put(&s, &loc, &d)
         .header("content-type", "application/octet-stream")
         .body(data.clone())
         .send()
@@ -169,9 +229,7 @@ async fn single_post_uploads_a_blob() {
         .send()
         .await
         .unwrap();
-    let resp = expect_status(resp, StatusCode::CREATED).await;
-    assert_eq!(header(&resp, "docker-content-digest"), d);
-    assert_blob(&s, "single", &d, &data).await;
+    assert_uploaded(&s, resp, "single", &d, &data).await;
 }
 
 // spec: "Single POST": "the <digest> MUST match the blob's digest"; code-4 DIGEST_INVALID.
@@ -225,12 +283,7 @@ async fn malformed_digest_parameters_are_400_digest_invalid() {
             .unwrap();
         assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
         let loc = s.start_upload("p").await;
-        let resp = s
-            .put(&with_query(&loc, &format!("digest={d}")))
-            .body(b"abc".to_vec())
-            .send()
-            .await
-            .unwrap();
+        let resp = close_with(&s, &loc, &d, None, b"abc".to_vec()).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     }
     // spec: end-4c: an unsupported digest-algorithm is refused too.
@@ -260,9 +313,7 @@ async fn sha512_chunked_upload() {
     let loc = patch_chunk(&s, &loc, 0, &data[..1000]).await;
     let loc = patch_chunk(&s, &loc, 1000, &data[1000..]).await;
     let resp = close(&s, &loc, &d).await;
-    let resp = expect_status(resp, StatusCode::CREATED).await;
-    assert_eq!(header(&resp, "docker-content-digest"), d);
-    assert_blob(&s, "five", &d, &data).await;
+    assert_uploaded(&s, resp, "five", &d, &data).await;
 }
 
 // spec: "Pushing a blob in chunks" (end-5, end-6, end-13): PATCHes with Content-Range are 202
@@ -276,16 +327,7 @@ async fn chunked_upload_with_content_range() {
     let mut loc = s.start_upload("chunky").await;
     let id = uuid_of(&loc).to_string();
     for (start, end) in [(0, 2999), (3000, 6999), (7000, 9999)] {
-        let resp = s
-            .patch(&loc)
-            .header("content-type", "application/octet-stream")
-            .header("content-range", format!("{start}-{end}"))
-            .body(data[start..=end].to_vec())
-            .send()
-            .await
-            .unwrap();
-        let resp = expect_status(resp, StatusCode::ACCEPTED).await;
-        assert_eq!(header(&resp, "range"), format!("0-{end}"));
+        let resp = patch_chunk_accepted(&s, &loc, start, &data[start..=end]).await;
         assert_eq!(header(&resp, "docker-upload-uuid"), id);
         loc = header(&resp, "location");
         assert_eq!(uuid_of(&loc), id);
@@ -346,17 +388,14 @@ async fn final_chunk_in_the_closing_put() {
     let d = sha256(&data);
     let loc = s.start_upload("final").await;
     let loc = patch_chunk(&s, &loc, 0, &data[..4000]).await;
-    let resp = s
-        .put(&with_query(&loc, &format!("digest={d}")))
+    let resp = closing_put(&s, &loc, &d)
         .header("content-type", "application/octet-stream")
         .header("content-range", "4000-5999")
         .body(data[4000..].to_vec())
         .send()
         .await
         .unwrap();
-    let resp = expect_status(resp, StatusCode::CREATED).await;
-    assert_eq!(header(&resp, "docker-content-digest"), d);
-    assert_blob(&s, "final", &d, &data).await;
+    assert_uploaded(&s, resp, "final", &d, &data).await;
 }
 
 // spec: "Pushing a blob in chunks" (end-5): "If a chunk is uploaded out of order, the registry
@@ -369,37 +408,16 @@ async fn out_of_order_chunks_are_416_and_recoverable() {
     let d = sha256(&data);
     let loc = s.start_upload("ooo").await;
     // The first chunk MUST begin with 0.
-    let resp = s
-        .patch(&loc)
-        .header("content-range", "5-9")
-        .body(data[5..10].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = patch_range(&s, &loc, "5-9", data[5..10].to_vec()).await;
     assert_eq!(header(&resp, "location"), loc);
-    assert_error(
-        resp,
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "BLOB_UPLOAD_INVALID",
-    )
-    .await;
+    assert_out_of_order(resp).await;
     let loc = patch_chunk(&s, &loc, 0, &data[..10]).await;
     for (start, end) in [(20, 29), (5, 14), (0, 9), (11, 20)] {
-        let resp = s
-            .patch(&loc)
-            .header("content-range", format!("{start}-{end}"))
-            .body(data[start..=end].to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(header(&resp, "location"), loc, "{start}-{end}");
-        assert_eq!(header(&resp, "range"), "0-9", "{start}-{end}");
-        assert_error(
-            resp,
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UPLOAD_INVALID",
-        )
-        .await;
+        let range = format!("{start}-{end}");
+        let resp = patch_range(&s, &loc, &range, data[start..=end].to_vec()).await;
+        assert_eq!(header(&resp, "location"), loc, "{range}");
+        assert_eq!(header(&resp, "range"), "0-9", "{range}");
+        assert_out_of_order(resp).await;
         assert_eq!(status_range(&s, &loc).await, "0-9");
     }
     let loc = patch_chunk(&s, &loc, 10, &data[10..]).await;
@@ -416,29 +434,12 @@ async fn out_of_order_final_chunk_is_416() {
     let d = sha256(&data);
     let loc = s.start_upload("ooo").await;
     let loc = patch_chunk(&s, &loc, 0, &data[..10]).await;
-    let resp = s
-        .put(&with_query(&loc, &format!("digest={d}")))
-        .header("content-range", "12-19")
-        .body(data[12..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = close_with(&s, &loc, &d, Some("12-19"), data[12..].to_vec()).await;
     assert_eq!(header(&resp, "range"), "0-9");
-    assert_error(
-        resp,
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "BLOB_UPLOAD_INVALID",
-    )
-    .await;
+    assert_out_of_order(resp).await;
     assert_no_blob(&s, "ooo", &d).await;
     // The right final chunk still completes the session.
-    let resp = s
-        .put(&with_query(&loc, &format!("digest={d}")))
-        .header("content-range", "10-19")
-        .body(data[10..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = close_with(&s, &loc, &d, Some("10-19"), data[10..].to_vec()).await;
     expect_status(resp, StatusCode::CREATED).await;
     assert_blob(&s, "ooo", &d, &data).await;
 }
@@ -461,13 +462,7 @@ async fn malformed_content_range_is_400_blob_upload_invalid() {
         "x10-19",
         "",
     ] {
-        let resp = s
-            .patch(&loc)
-            .header("content-range", cr)
-            .body(b"abcdefghij".to_vec())
-            .send()
-            .await
-            .unwrap();
+        let resp = patch_range(&s, &loc, cr, b"abcdefghij".to_vec()).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID").await;
         assert_eq!(status_range(&s, &loc).await, "0-9", "{cr:?}");
     }
@@ -485,13 +480,7 @@ async fn chunk_length_disagreeing_with_content_range_is_400_size_invalid() {
     let loc = patch_chunk(&s, &loc, 0, &data[..10]).await;
     // With Content-Length: shorter, then longer, than the range.
     for (cr, body) in [("10-19", &data[10..15]), ("10-14", &data[10..20])] {
-        let resp = s
-            .patch(&loc)
-            .header("content-range", cr)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let resp = patch_range(&s, &loc, cr, body.to_vec()).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
         assert_eq!(status_range(&s, &loc).await, "0-9");
     }
@@ -503,13 +492,7 @@ async fn chunk_length_disagreeing_with_content_range_is_400_size_invalid() {
         b"extra".to_vec(),
     ];
     for body in [short, long] {
-        let resp = s
-            .patch(&loc)
-            .header("content-range", "10-19")
-            .body(streamed(body))
-            .send()
-            .await
-            .unwrap();
+        let resp = patch_range(&s, &loc, "10-19", streamed(body)).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
         assert_eq!(status_range(&s, &loc).await, "0-9");
     }
@@ -535,12 +518,7 @@ async fn closing_put_with_wrong_digest_is_400_digest_invalid() {
     assert_no_blob(&s, "dig", &sha256(&data)).await;
     // Also wrong when the final chunk rides on the PUT.
     let loc = s.start_upload("dig").await;
-    let resp = s
-        .put(&with_query(&loc, &format!("digest={wrong}")))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = close_with(&s, &loc, &wrong, None, data.clone()).await;
     assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // A sha512 digest of other content is just as wrong.
     let loc = s.start_upload("dig").await;
@@ -585,17 +563,8 @@ async fn unknown_upload_ids_are_404_blob_upload_unknown() {
         let d = sha256(b"x");
         let resps = [
             s.get(&loc).send().await.unwrap(),
-            s.patch(&loc)
-                .header("content-range", "0-0")
-                .body(b"x".to_vec())
-                .send()
-                .await
-                .unwrap(),
-            s.put(&with_query(&loc, &format!("digest={d}")))
-                .body(b"x".to_vec())
-                .send()
-                .await
-                .unwrap(),
+            patch_range(&s, &loc, "0-0", b"x".to_vec()).await,
+            close_with(&s, &loc, &d, None, b"x".to_vec()).await,
             s.delete(&loc).send().await.unwrap(),
         ];
         for resp in resps {
@@ -619,11 +588,7 @@ async fn upload_sessions_are_bound_to_their_repository() {
             .send()
             .await
             .unwrap(),
-        s.put(&with_query(&foreign, &format!("digest={d}")))
-            .body(b"data".to_vec())
-            .send()
-            .await
-            .unwrap(),
+        close_with(&s, &foreign, &d, None, b"data".to_vec()).await,
         s.delete(&foreign).send().await.unwrap(),
     ];
     for resp in resps {
@@ -639,21 +604,11 @@ async fn closed_sessions_are_gone() {
     let s = TestServer::start().await;
     let loc = s.start_upload("done").await;
     let d = sha256(b"abc");
-    let resp = s
-        .put(&with_query(&loc, &format!("digest={d}")))
-        .body(b"abc".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = close_with(&s, &loc, &d, None, b"abc".to_vec()).await;
     expect_status(resp, StatusCode::CREATED).await;
     let resps = [
         s.get(&loc).send().await.unwrap(),
-        s.patch(&loc)
-            .header("content-range", "3-5")
-            .body(b"def".to_vec())
-            .send()
-            .await
-            .unwrap(),
+        patch_range(&s, &loc, "3-5", b"def".to_vec()).await,
         close(&s, &loc, &d).await,
         s.delete(&loc).send().await.unwrap(),
     ];
@@ -766,12 +721,7 @@ async fn mount_that_cannot_happen_opens_a_session() {
         assert_eq!(header(&resp, "range"), "0-0");
         assert_no_blob(&s, target, &d).await;
         // The session works.
-        let resp = s
-            .put(&with_query(&loc, &format!("digest={d}")))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = close_with(&s, &loc, &d, None, data.clone()).await;
         expect_status(resp, StatusCode::CREATED).await;
         assert_blob(&s, target, &d, &data).await;
     }
@@ -862,16 +812,14 @@ async fn upload_in_pieces(
         assert_eq!(header(&resp, "range"), format!("0-{}", b - 1));
         loc = header(&resp, "location");
     }
-    let mut put = s.put(&with_query(&loc, &format!("digest={digest}")));
+    let mut put = closing_put(s, &loc, &digest);
     if let Some((a, b)) = put_chunk {
         if with_range[patches.len() % with_range.len()] {
             put = put.header("content-range", format!("{a}-{}", b - 1));
         }
         put = put.body(data[a..b].to_vec());
     }
-    let resp = expect_status(put.send().await.unwrap(), StatusCode::CREATED).await;
-    assert_eq!(header(&resp, "docker-content-digest"), digest);
-    assert_blob(s, repo, &digest, data).await;
+    assert_uploaded(s, put.send().await.unwrap(), repo, &digest, data).await;
 }
 
 // spec: "Pushing a blob in chunks" (end-5, end-6): any split of a blob into in-order chunks,

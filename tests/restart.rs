@@ -310,6 +310,33 @@ async fn finish_upload(c: &Client, s: &Server, location: &str, d: &str) {
     assert_eq!(header(&r, "docker-content-digest"), d);
 }
 
+/// A `PUT` of the whole blob closing session `location` (no Content-Range).
+async fn put_blob(c: &Client, s: &Server, location: &str, d: &str, bytes: &[u8]) -> Response {
+    c.put(s.url(&with_digest(location, d)))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn put_manifest(c: &Client, s: &Server, repo: &str, tag: &str, body: &[u8]) -> Response {
+    c.put(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_manifest(c: &Client, s: &Server, repo: &str, reference: &str) -> Response {
+    c.get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn get_blob(c: &Client, s: &Server, repo: &str, d: &str) -> Response {
     c.get(s.url(&format!("/v2/{repo}/blobs/{d}")))
         .send()
@@ -530,13 +557,7 @@ async fn sigkill_mid_push_keeps_acknowledged_content() {
     push_blob(&c, &s, repo, &layer_a).await;
     {
         let loc = start_upload(&c, &s, repo).await;
-        let r = c
-            .put(s.url(&with_digest(&loc, &digest(&layer_b))))
-            .header("content-type", "application/octet-stream")
-            .body(layer_b.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = put_blob(&c, &s, &loc, &digest(&layer_b), &layer_b).await;
         assert_eq!(r.status(), StatusCode::CREATED, "POST + PUT push: {r:?}");
     }
     {
@@ -562,13 +583,7 @@ async fn sigkill_mid_push_keeps_acknowledged_content() {
     }))
     .unwrap();
     let manifest_digest = digest(&manifest);
-    let r = c
-        .put(s.url(&format!("/v2/{repo}/manifests/v1")))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = put_manifest(&c, &s, repo, "v1", &manifest).await;
     assert_eq!(r.status(), StatusCode::CREATED, "manifest push: {r:?}");
     assert_eq!(header(&r, "docker-content-digest"), manifest_digest);
 
@@ -637,12 +652,7 @@ async fn sigkill_mid_push_keeps_acknowledged_content() {
         assert_blob(&c, &s, repo, b).await;
     }
     for reference in ["v1", manifest_digest.as_str()] {
-        let r = c
-            .get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = get_manifest(&c, &s, repo, reference).await;
         assert_eq!(
             r.status(),
             StatusCode::OK,
@@ -665,12 +675,7 @@ async fn sigkill_mid_push_keeps_acknowledged_content() {
     assert_blob_unknown(&c, &s, repo, &d_digest).await;
     assert_blob_unknown(&c, &s, repo, &e_digest).await;
     for reference in ["v2", manifest2_digest.as_str()] {
-        let r = c
-            .get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = get_manifest(&c, &s, repo, reference).await;
         assert_eq!(
             r.status(),
             StatusCode::NOT_FOUND,
@@ -685,13 +690,7 @@ async fn sigkill_mid_push_keeps_acknowledged_content() {
     match r.status() {
         StatusCode::NO_CONTENT => {
             assert_eq!(header(&r, "range"), "0-0", "no byte of D was acknowledged");
-            let r = c
-                .put(s.url(&with_digest(&d_location, &d_digest)))
-                .header("content-type", "application/octet-stream")
-                .body(layer_d.clone())
-                .send()
-                .await
-                .unwrap();
+            let r = put_blob(&c, &s, &d_location, &d_digest, &layer_d).await;
             assert_eq!(r.status(), StatusCode::CREATED, "resumed D: {r:?}");
             assert_blob(&c, &s, repo, &layer_d).await;
         }
@@ -704,13 +703,7 @@ async fn sigkill_mid_push_keeps_acknowledged_content() {
     // The registry still takes pushes: E again, whole, and the second manifest.
     push_blob(&c, &s, repo, &layer_e).await;
     assert_blob(&c, &s, repo, &layer_e).await;
-    let r = c
-        .put(s.url(&format!("/v2/{repo}/manifests/v2")))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest2.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = put_manifest(&c, &s, repo, "v2", &manifest2).await;
     assert_eq!(
         r.status(),
         StatusCode::CREATED,

@@ -19,6 +19,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
+# Shared helpers: apt_install need stop_berth free_port start_berth log_since log_mark pass fail
+# check eq.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools
@@ -27,27 +30,6 @@ if [ "$(id -u)" != 0 ]; then
     echo "docker.sh runs a private dockerd: run it as root" >&2
     exit 2
 fi
-
-APT_UPDATED=0
-apt_install() {
-    if [ "$APT_UPDATED" = 0 ]; then
-        apt-get update -qq
-        APT_UPDATED=1
-    fi
-    echo "installing: $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
-# need CMD:PACKAGE...: installs the packages whose command is missing, in one apt-get call.
-need() {
-    local missing=() pair
-    for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
-    fi
-}
 
 need curl:curl jq:jq python3:python3 skopeo:skopeo sha256sum:coreutils \
     docker:docker.io dockerd:docker.io containerd:containerd ctr:containerd
@@ -68,26 +50,8 @@ W=/tmp/bd.$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -m 700 "$W"
 D=$W/d # dockerd's data-root, exec-root, socket, config
 mkdir "$D"
-BERTH_PID=
 DOCKERD_PID=
 CONTAINERD_PID=
-
-# SIGTERM, then SIGKILL if berth is still draining after 20 s; returns berth's exit status.
-stop_berth() {
-    local i rc=0
-    kill -TERM "$BERTH_PID" 2>/dev/null || true
-    for i in $(seq 1 200); do
-        kill -0 "$BERTH_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$BERTH_PID" 2>/dev/null; then
-        echo "berth still running 20s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$BERTH_PID" 2>/dev/null || true
-    fi
-    wait "$BERTH_PID" 2>/dev/null || rc=$?
-    BERTH_PID=
-    return "$rc"
-}
 
 # SIGTERM to dockerd (it stops its containerd child itself), SIGKILL to both after 20 s.
 stop_dockerd() {
@@ -138,34 +102,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 LOG=$W/berth.log
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-start_berth() {
-    local attempt i
-    for attempt in 1 2 3; do
-        PORT=$(free_port)
-        "$BERTH" serve --addr "127.0.0.1:$PORT" --data-dir "$W/data" --log-format json \
-            2>"$LOG" &
-        BERTH_PID=$!
-        for i in $(seq 1 300); do
-            if grep -q 'berth ready' "$LOG"; then
-                return 0
-            fi
-            if ! kill -0 "$BERTH_PID" 2>/dev/null; then
-                break
-            fi
-            sleep 0.1
-        done
-        echo "berth did not start (attempt $attempt):" >&2
-        cat "$LOG" >&2
-        kill "$BERTH_PID" 2>/dev/null || true
-        wait "$BERTH_PID" 2>/dev/null || true
-        BERTH_PID=
-    done
-    exit 1
-}
 start_berth
 REG=127.0.0.1:$PORT
 URL=http://$REG
@@ -186,58 +122,6 @@ export DOCKER_HOST=unix://$D/docker.sock
 DOCKERD_LOG=$W/dockerd.log
 CTR_SOCK=$D/exec/containerd/containerd.sock
 CTR=(ctr -a "$CTR_SOCK" -n berth)
-
-# ---------------------------------------------------------------------------------------------
-# Reporting
-
-PASSED=0
-FAILED=0
-FAILURES=()
-pass() {
-    PASSED=$((PASSED + 1))
-    echo "PASS: $1"
-}
-fail() {
-    FAILED=$((FAILED + 1))
-    FAILURES+=("$1")
-    echo "FAIL: $1"
-}
-
-# check NAME FUNCTION [ARGS...]: runs the function in a subshell with `set -e` in force (so
-# any failing command fails the check), its output captured and shown only on failure.
-check() {
-    local name=$1 rc t
-    shift
-    t=$(date +%s)
-    set +e
-    (
-        set -e
-        "$@"
-    ) >"$W/check.out" 2>&1
-    rc=$?
-    set -e
-    t=$(($(date +%s) - t))
-    if [ "$rc" = 0 ]; then
-        pass "$name (${t}s)"
-    else
-        fail "$name (${t}s)"
-        tail -n 25 "$W/check.out" | awk '{ print "      | " $0 }'
-    fi
-}
-
-# eq ACTUAL EXPECTED [WHAT]
-eq() {
-    if [ "$1" != "$2" ]; then
-        echo "mismatch${3:+ in $3}:"
-        echo "  expected: $2"
-        echo "  actual:   $1"
-        return 1
-    fi
-}
-
-# Access-log lines (JSON) written after line $1.
-log_since() { tail -n +"$(($1 + 1))" "$LOG" | jq -c 'select(.target=="berth::access") | .fields'; }
-log_mark() { wc -l <"$LOG"; }
 
 MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
 MT_OCI_INDEX=application/vnd.oci.image.index.v1+json

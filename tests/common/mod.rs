@@ -159,6 +159,46 @@ impl TestServer {
         header(&resp, "location")
     }
 
+    /// `GET /v2/<repo>/blobs/<digest>`, the raw response.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Response {
+        self.get(&format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `HEAD /v2/<repo>/blobs/<digest>`, the raw response.
+    pub async fn head_blob(&self, repo: &str, digest: &str) -> Response {
+        self.head(&format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` expecting a 404 error body with `code`, then HEADs it expecting a 404;
+    /// returns the GET's first error and the HEAD response.
+    pub async fn assert_not_found(&self, path: &str, code: &str) -> (Value, Response) {
+        let resp = self.get(path).send().await.unwrap();
+        let e = assert_error(resp, StatusCode::NOT_FOUND, code).await;
+        let resp = self.head(path).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "HEAD {path}");
+        (e, resp)
+    }
+
+    /// GETs the tag list of `repo`, checks the 200 and returns the JSON body.
+    pub async fn tags_list(&self, repo: &str) -> Value {
+        let resp = self
+            .get(&format!("/v2/{repo}/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        expect_status(resp, StatusCode::OK)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// PUTs manifest bytes to `reference` with a Content-Type, returning the raw response.
     pub async fn put_manifest(
         &self,
@@ -167,7 +207,14 @@ impl TestServer {
         media_type: &str,
         body: &[u8],
     ) -> Response {
-        self.put(&format!("/v2/{repo}/manifests/{reference}"))
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        self.put_manifest_at(&path, media_type, body).await
+    }
+
+    /// Like [`TestServer::put_manifest`] to a whole manifest path, for query parameters
+    /// (`/v2/<repo>/manifests/<digest>?tag=...`).
+    pub async fn put_manifest_at(&self, path: &str, media_type: &str, body: &[u8]) -> Response {
+        self.put(path)
             .header("content-type", media_type)
             .body(body.to_vec())
             .send()
