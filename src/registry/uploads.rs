@@ -290,9 +290,14 @@ impl Registry {
             if s.updated_at >= cutoff {
                 continue;
             }
-            let session = self.uploads.get(&s.id);
-            let Ok(_guard) = session.try_lock() else {
-                continue; // a request is working on it right now
+            // Look without inserting: an idle session has no lock entry to create.
+            let session = self.uploads.map.lock().get(&s.id).cloned();
+            let _guard = match &session {
+                Some(lock) => match lock.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue, // a request is working on it right now
+                },
+                None => None,
             };
             self.meta.delete_upload(&s.id).await?;
             self.storage.cancel(&s.id).await?;
@@ -300,5 +305,47 @@ impl Registry {
             removed += 1;
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metadata::sqlite::SqliteMetadata;
+    use crate::registry::Policy;
+    use crate::storage::memory::MemoryStorage;
+
+    #[tokio::test]
+    async fn idle_sessions_expire_and_busy_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetadata::open(&dir.path().join("berth.db"))
+            .await
+            .unwrap();
+        let policy = Policy {
+            upload_max_age: Duration::ZERO,
+            ..Policy::default()
+        };
+        let reg = Registry::new(Arc::new(MemoryStorage::new()), Arc::new(meta), policy);
+        let repo: RepoName = "team/app".parse().unwrap();
+        let idle = reg.start_upload(&repo).await.unwrap();
+        let busy = reg.start_upload(&repo).await.unwrap();
+        // Sessions are stamped in whole seconds: let both age past the cutoff.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let lock = reg.uploads.get(&busy.id);
+        let guard = lock.lock().await;
+        assert_eq!(reg.expire_uploads().await.unwrap(), 1);
+        drop(guard);
+        assert!(matches!(
+            reg.upload_status(&repo, &idle.id).await,
+            Err(RegistryError::UploadUnknown)
+        ));
+        assert!(reg.upload_status(&repo, &busy.id).await.is_ok());
+        assert!(!reg.uploads.map.lock().contains_key(&idle.id));
+        assert_eq!(
+            reg.storage.list_uploads().await.unwrap(),
+            vec![busy.id.clone()]
+        );
     }
 }
