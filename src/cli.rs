@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, LogFormat, Overrides};
+use crate::config::{
+    AuthMode, AuthOverrides, Config, ConfigError, LogFormat, Overrides, TlsOverrides,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +33,114 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage namespaces and their members (works while the server runs).
+    Namespace {
+        #[command(subcommand)]
+        command: NamespaceCommand,
+    },
+    /// Manage access tokens for CI and robots (works while the server runs).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Create a namespace (the first segment of repository names).
+    Create {
+        name: String,
+        /// Anyone, even without credentials, may pull from it.
+        #[arg(long)]
+        public: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Make a namespace public or private.
+    SetPublic {
+        name: String,
+        #[arg(action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
+        public: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Delete a namespace with its members and tokens (its repositories stay).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// List namespaces.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Manage the members of a namespace.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a member, or change their role: guest, developer, maintainer or admin.
+    Add {
+        namespace: String,
+        user: String,
+        role: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Remove a member.
+    Remove {
+        namespace: String,
+        user: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// List the members of a namespace.
+    List {
+        namespace: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once, alone on the last line.
+    Create {
+        /// The token's name, which is also the user name clients log in with.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        namespace: String,
+        /// read, read-write or read-write-delete.
+        #[arg(long)]
+        access: String,
+        /// Lifetime, such as 90d or 12h; without it the token does not expire.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<humantime::Duration>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// List tokens, with their last use.
+    List {
+        #[arg(long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Revoke a token.
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        namespace: String,
+        #[command(flatten)]
+        common: CommonArgs,
     },
 }
 
@@ -104,15 +214,46 @@ pub struct ServeArgs {
     /// Log format (overrides log.format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Access control (overrides auth.mode).
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthMode>,
+    /// PEM certificate chain to serve TLS with (reloaded when it changes).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate from a CA generated under <data-dir>/tls/.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+}
+
+impl ServeArgs {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut o = self.common.overrides();
+        o.auth = self.auth.map(|mode| AuthOverrides { mode });
+        if self.tls_cert.is_some() || self.tls_self_signed {
+            o.tls = Some(TlsOverrides {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                self_signed: self.tls_self_signed,
+            });
+        }
+        Config::load(self.common.config.as_deref(), &o)
+    }
 }
 
 impl CommonArgs {
-    pub fn load(&self) -> Result<Config, ConfigError> {
-        let overrides = Overrides {
+    fn overrides(&self) -> Overrides {
+        Overrides {
             addr: self.addr,
             data_dir: self.data_dir.clone(),
-        };
-        Config::load(self.config.as_deref(), &overrides)
+            ..Overrides::default()
+        }
+    }
+
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.config.as_deref(), &self.overrides())
     }
 }
 
@@ -166,5 +307,39 @@ mod tests {
         };
         assert_eq!(s.common.addr.unwrap().port(), 0);
         assert_eq!(s.common.data_dir.unwrap(), PathBuf::from("/tmp/d"));
+    }
+
+    #[test]
+    fn access_commands_parse() {
+        let cli = Cli::parse_from([
+            "berth",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--namespace",
+            "team-a",
+            "--access",
+            "read-write",
+            "--expires",
+            "90d",
+        ]);
+        let Command::Token {
+            command: TokenCommand::Create { expires, .. },
+        } = cli.command
+        else {
+            panic!("token create expected")
+        };
+        assert_eq!(expires.unwrap().as_secs(), 90 * 86400);
+        assert!(
+            Cli::try_parse_from(["berth", "namespace", "member", "add", "ns", "u", "guest"])
+                .is_ok()
+        );
+        assert!(Cli::try_parse_from(["berth", "namespace", "create", "ns", "--public"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["berth", "serve", "--auth", "token", "--tls-self-signed"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["berth", "serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "serve", "--auth", "ldap"]).is_err());
     }
 }

@@ -21,6 +21,101 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub manifests: ManifestsConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (anyone may do anything), `basic` or `token`.
+    pub mode: AuthMode,
+    pub token: TokenConfig,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No access control: every request may pull, push and delete.
+    #[default]
+    None,
+    /// HTTP Basic credentials on every request.
+    Basic,
+    /// The Docker token flow: Bearer JWTs from the built-in `/token` endpoint.
+    Token,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// PEM private key (EC P-256 for ES256, or RSA for RS256) that signs tokens; generated
+    /// (P-256) when absent. Default: `<data_dir>/token.key`.
+    pub key: Option<PathBuf>,
+    /// The `service` clients ask tokens for and tokens are issued to (their audience).
+    pub service: String,
+    /// The `iss` of issued tokens.
+    pub issuer: String,
+    /// The token endpoint's absolute URL in challenges. Default: derived from the request's
+    /// Host, as `http(s)://<host>/token`.
+    pub realm: Option<String>,
+    /// Lifetime of access tokens.
+    pub ttl_secs: u64,
+    /// Lifetime of refresh tokens (docker's "identity token").
+    pub refresh_ttl_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Failed logins (per user name, and per client address) before attempts are refused.
+    pub max_failures: u32,
+    /// The longest an address or user is refused for; the block doubles with each further
+    /// failure up to this.
+    pub max_block_secs: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; reloaded when the file changes.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; reloaded when the file changes.
+    pub key: Option<PathBuf>,
+    /// Serve TLS with a certificate from a CA generated under `<data_dir>/tls/`.
+    pub self_signed: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            token: TokenConfig::default(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            key: None,
+            service: "berth".into(),
+            issuer: "berth".into(),
+            realm: None,
+            ttl_secs: 300,
+            refresh_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_failures: 5,
+            max_block_secs: 300,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -80,6 +175,8 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
             manifests: ManifestsConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -123,6 +220,25 @@ pub struct Overrides {
     pub addr: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOverrides>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuthOverrides {
+    pub mode: AuthMode,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TlsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_signed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +280,40 @@ impl Config {
                 "uploads.max_idle_secs must be positive".into(),
             ));
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key must be given together".into(),
+            ));
+        }
+        if self.tls.self_signed && self.tls.cert.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.self_signed cannot be combined with tls.cert/tls.key".into(),
+            ));
+        }
+        if self.auth.token.ttl_secs == 0 || self.auth.token.refresh_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.token.ttl_secs and refresh_ttl_secs must be positive".into(),
+            ));
+        }
+        if self.auth.token.service.is_empty() || self.auth.token.service.contains('"') {
+            return Err(ConfigError::Invalid(
+                "auth.token.service must be non-empty and contain no '\"'".into(),
+            ));
+        }
+        if let Some(realm) = &self.auth.token.realm {
+            if !(realm.starts_with("http://") || realm.starts_with("https://"))
+                || realm.contains('"')
+            {
+                return Err(ConfigError::Invalid(
+                    "auth.token.realm must be an absolute http(s) URL".into(),
+                ));
+            }
+        }
+        if self.auth.throttle.max_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.throttle.max_failures must be positive".into(),
+            ));
+        }
         if self
             .log
             .level
@@ -180,6 +330,20 @@ impl Config {
 
     pub fn upload_max_idle(&self) -> Duration {
         Duration::from_secs(self.uploads.max_idle_secs)
+    }
+
+    /// The token-signing key file.
+    pub fn token_key_path(&self) -> PathBuf {
+        self.auth
+            .token
+            .key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("token.key"))
+    }
+
+    /// True when the server speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.self_signed || self.tls.cert.is_some()
     }
 
     pub fn to_yaml(&self) -> String {
@@ -213,11 +377,16 @@ mod tests {
         assert_eq!(c.manifests.max_bytes, 2048);
         let o = Overrides {
             addr: Some("127.0.0.1:7000".parse().unwrap()),
-            data_dir: None,
+            auth: Some(AuthOverrides {
+                mode: AuthMode::Token,
+            }),
+            ..Overrides::default()
         };
         let c = Config::load(Some(&f), &o).unwrap();
         assert_eq!(c.addr.port(), 7000);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.auth.mode, AuthMode::Token);
+        assert_eq!(c.auth.token.service, "berth", "nested defaults kept");
     }
 
     #[test]
@@ -229,6 +398,10 @@ mod tests {
             Config::load(Some(&f), &Overrides::default()),
             Err(ConfigError::Invalid(_))
         ));
+        std::fs::write(&f, "tls:\n  cert: /x.pem\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "auth:\n  mode: ldap\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "manifests:\n  max_bytes: 5\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         assert!(matches!(

@@ -1,14 +1,19 @@
 //! The `berth` binary: parses the command line and runs the chosen command.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use berth::auth::namespaces::Namespaces;
+use berth::auth::tokens::AccessTokens;
 use berth::auth::{UserName, Users};
-use berth::cli::{Cli, Command, ConfigCommand, UserCommand};
+use berth::cli::{
+    Cli, Command, ConfigCommand, MemberCommand, NamespaceCommand, TokenCommand, UserCommand,
+};
 use berth::config::{Config, LogFormat};
 use berth::metadata::sqlite::SqliteMetadata;
 use berth::server::{self, App};
@@ -49,13 +54,16 @@ async fn serve(mut cfg: Config, log_format: Option<LogFormat>) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {}", cfg.addr))?;
     let local = listener.local_addr()?;
+    let tls = berth::tls::Tls::from_config(&cfg, local)?;
     tracing::info!(
         addr = %local,
         data_dir = %cfg.data_dir.display(),
+        auth = ?cfg.auth.mode,
+        tls = tls.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "berth ready"
     );
-    server::run(listener, app, shutdown_signal()).await
+    server::run_with(listener, app, tls, shutdown_signal()).await
 }
 
 /// Reads a password from standard input: everything up to the first line break.
@@ -70,13 +78,189 @@ fn read_password() -> anyhow::Result<String> {
     Ok(pw)
 }
 
-async fn open_users(cfg: &Config) -> anyhow::Result<Users> {
+/// Opens the metadata database of a data dir, for commands that run beside the server.
+async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<SqliteMetadata>> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let meta = SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
         .await
         .context("cannot open the metadata database")?;
-    Ok(Users::new(std::sync::Arc::new(meta)))
+    Ok(Arc::new(meta))
+}
+
+async fn open_users(cfg: &Config) -> anyhow::Result<Users> {
+    Ok(Users::new(open_meta(cfg).await?))
+}
+
+async fn open_namespaces(cfg: &Config) -> anyhow::Result<Namespaces> {
+    let meta = open_meta(cfg).await?;
+    Ok(Namespaces::new(meta.clone(), meta))
+}
+
+fn rfc3339(t: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+async fn namespace_command(command: NamespaceCommand) -> anyhow::Result<()> {
+    match command {
+        NamespaceCommand::Create {
+            name,
+            public,
+            common,
+        } => {
+            open_namespaces(&common.load()?)
+                .await?
+                .create(&name, public)
+                .await?;
+            println!(
+                "created namespace {name} ({})",
+                if public { "public" } else { "private" }
+            );
+        }
+        NamespaceCommand::SetPublic {
+            name,
+            public,
+            common,
+        } => {
+            open_namespaces(&common.load()?)
+                .await?
+                .set_public(&name, public)
+                .await?;
+            println!(
+                "namespace {name} is now {}",
+                if public { "public" } else { "private" }
+            );
+        }
+        NamespaceCommand::Delete { name, common } => {
+            open_namespaces(&common.load()?)
+                .await?
+                .delete(&name)
+                .await?;
+            println!("deleted namespace {name}");
+        }
+        NamespaceCommand::List { common } => {
+            let all = open_namespaces(&common.load()?).await?.list().await?;
+            println!("{:<40} {:<8} CREATED", "NAME", "PUBLIC");
+            for n in all {
+                println!(
+                    "{:<40} {:<8} {}",
+                    n.name,
+                    if n.public { "yes" } else { "no" },
+                    rfc3339(n.created_at)
+                );
+            }
+        }
+        NamespaceCommand::Member { command } => match command {
+            MemberCommand::Add {
+                namespace,
+                user,
+                role,
+                common,
+            } => {
+                let role = open_namespaces(&common.load()?)
+                    .await?
+                    .set_member(&namespace, &user, &role)
+                    .await?;
+                println!("{user} is now {role} in {namespace}");
+            }
+            MemberCommand::Remove {
+                namespace,
+                user,
+                common,
+            } => {
+                open_namespaces(&common.load()?)
+                    .await?
+                    .remove_member(&namespace, &user)
+                    .await?;
+                println!("removed {user} from {namespace}");
+            }
+            MemberCommand::List { namespace, common } => {
+                let members = open_namespaces(&common.load()?)
+                    .await?
+                    .members(&namespace)
+                    .await?;
+                println!("{:<40} {:<11} SINCE", "USER", "ROLE");
+                for m in members {
+                    println!("{:<40} {:<11} {}", m.user, m.role, rfc3339(m.created_at));
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            name,
+            namespace,
+            access,
+            expires,
+            common,
+        } => {
+            let tokens = AccessTokens::new(open_meta(&common.load()?).await?);
+            let (rec, secret) = tokens
+                .create(&namespace, &name, &access, expires.map(Into::into))
+                .await?;
+            println!(
+                "created token {name} in {namespace} with {access} access{}",
+                rec.expires_at
+                    .map(|e| format!(", expiring {}", rfc3339(e)))
+                    .unwrap_or_default()
+            );
+            println!("log in with user name {name:?} and this secret, shown only once:");
+            println!("{secret}");
+        }
+        TokenCommand::List { namespace, common } => {
+            let tokens = AccessTokens::new(open_meta(&common.load()?).await?);
+            let all = tokens.list(namespace.as_deref()).await?;
+            println!(
+                "{:<24} {:<24} {:<18} {:<8} {:<21} {:<21} LAST USED",
+                "NAMESPACE", "NAME", "ACCESS", "STATE", "CREATED", "EXPIRES"
+            );
+            let now = berth::metadata::now();
+            for t in all {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if !t.live_at(now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<24} {:<24} {:<18} {:<8} {:<21} {:<21} {}",
+                    t.namespace,
+                    t.name,
+                    t.access,
+                    state,
+                    rfc3339(t.created_at),
+                    t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                    t.last_used_at
+                        .map(rfc3339)
+                        .unwrap_or_else(|| "never".into()),
+                );
+            }
+        }
+        TokenCommand::Revoke {
+            name,
+            namespace,
+            common,
+        } => {
+            let tokens = AccessTokens::new(open_meta(&common.load()?).await?);
+            tokens.revoke(&namespace, &name).await?;
+            println!("revoked token {name} in {namespace}");
+        }
+    }
+    Ok(())
+}
+
+fn run_command<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
 }
 
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
@@ -143,22 +327,16 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args
-            .common
-            .load()
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start the async runtime")?
-                    .block_on(serve(cfg, args.log_format))
-            }),
-        Command::User { command } => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(user_command(command))),
+        Command::Serve(args) => args.load().map_err(anyhow::Error::from).and_then(|cfg| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(cfg, args.log_format))
+        }),
+        Command::User { command } => run_command(user_command(command)),
+        Command::Namespace { command } => run_command(namespace_command(command)),
+        Command::Token { command } => run_command(token_command(command)),
         Command::Config {
             command: ConfigCommand::Check(args),
         } => args.load().map_err(anyhow::Error::from).map(|cfg| {

@@ -7,17 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StorageConfig};
-use crate::http::{self, AppState, HttpSettings};
+use crate::auth::jwt::Signer;
+use crate::auth::namespaces::Namespaces;
+use crate::auth::throttle::Throttle;
+use crate::auth::tokens::AccessTokens;
+use crate::auth::{Authenticator, Authorizer, Users};
+use crate::config::{AuthMode, Config, StorageConfig};
+use crate::http::auth::Gate;
+use crate::http::{self, AppState, HttpSettings, Peer, PlainListener};
 use crate::metadata::cached::CachedMetadata;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::registry::{Policy, Registry};
 use crate::storage::fs::FsStorage;
 use crate::storage::Storage;
+use crate::tls::Tls;
 
 pub struct App {
     pub registry: Arc<Registry>,
@@ -49,6 +55,34 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Access control as configured: authentication with throttling, authorization, and in
+/// token mode the signing key (generated on first start when absent).
+fn gate(cfg: &Config, sqlite: &Arc<SqliteMetadata>) -> anyhow::Result<Gate> {
+    let t = &cfg.auth.throttle;
+    let signer = match cfg.auth.mode {
+        AuthMode::Token => Some(Arc::new(Signer::open(
+            &cfg.token_key_path(),
+            &cfg.auth.token.issuer,
+            &cfg.auth.token.service,
+            Duration::from_secs(cfg.auth.token.ttl_secs),
+            Duration::from_secs(cfg.auth.token.refresh_ttl_secs),
+        )?)),
+        _ => None,
+    };
+    Ok(Gate {
+        mode: cfg.auth.mode,
+        authn: Arc::new(Authenticator::new(
+            sqlite.clone(),
+            sqlite.clone(),
+            Throttle::new(t.max_failures, Duration::from_secs(t.max_block_secs)),
+        )),
+        authz: Authorizer::new(sqlite.clone()),
+        signer,
+        realm: cfg.auth.token.realm.clone(),
+        tls: cfg.tls_enabled(),
+    })
+}
+
 impl App {
     /// Opens storage and metadata under the configured data dir and reconciles any upload
     /// interrupted by a crash.
@@ -63,11 +97,12 @@ impl App {
                 })?)
             }
         };
-        let meta = Arc::new(CachedMetadata::new(
+        let sqlite = Arc::new(
             SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
                 .await
                 .context("cannot open the metadata database")?,
-        ));
+        );
+        let meta = Arc::new(CachedMetadata::new(sqlite.clone()));
         let policy = Policy {
             manifest_max_bytes: cfg.manifests.max_bytes,
             delete_enabled: cfg.delete.enabled,
@@ -86,6 +121,10 @@ impl App {
             settings: HttpSettings {
                 chunk_min_length: cfg.uploads.chunk_min_length,
             },
+            gate: gate(cfg, &sqlite)?,
+            users: Users::new(sqlite.clone()),
+            namespaces: Namespaces::new(sqlite.clone(), sqlite.clone()),
+            tokens: AccessTokens::new(sqlite.clone()),
         });
         Ok(App {
             registry,
@@ -104,11 +143,21 @@ impl App {
 /// client stalled mid-upload loses only bytes it was never acknowledged for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests for
-/// at most [`SHUTDOWN_GRACE`].
+/// Serves `app` over plain HTTP on `listener` until `shutdown` resolves, then drains
+/// in-flight requests for at most [`SHUTDOWN_GRACE`].
 pub async fn run(
     listener: TcpListener,
     app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with(listener, app, None, shutdown).await
+}
+
+/// Like [`run`], speaking TLS when `tls` is given (and reloading its certificate).
+pub async fn run_with(
+    listener: TcpListener,
+    app: App,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
@@ -120,13 +169,36 @@ pub async fn run(
         trigger.cancel();
     });
     let router = app.router();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let served = match tls {
+        None => serve_until(PlainListener(listener), router, stopping).await,
+        Some(tls) => {
+            let tls = Arc::new(tls);
+            let watcher = tokio::spawn(tls.clone().watch(cancel.clone()));
+            let r = serve_until(tls.listener(listener)?, router, stopping).await;
+            cancel.cancel();
+            let _ = watcher.await;
+            r
+        }
+    };
+    cancel.cancel();
+    let _ = sweeper.await;
+    app.meta.inner().close().await;
+    served
+}
+
+async fn serve_until<L>(
+    listener: L,
+    router: axum::Router,
+    stopping: CancellationToken,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let graceful = stopping.clone();
     let serve = axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(async move { graceful.cancelled().await });
     let deadline = async {
@@ -140,9 +212,6 @@ pub async fn run(
             "requests still running after the shutdown grace period; closing them"
         ),
     }
-    cancel.cancel();
-    let _ = sweeper.await;
-    app.meta.inner().close().await;
     Ok(())
 }
 

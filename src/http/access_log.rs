@@ -1,7 +1,6 @@
 //! One structured log line per request (method, path, query, status, bytes in and out,
 //! duration, client), and the `Docker-Distribution-API-Version` header on every response.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,8 +26,8 @@ pub async fn log_request(req: Request, next: Next) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let client = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
+        .get::<ConnectInfo<super::Peer>>()
+        .map(|c| c.0 .0.to_string())
         .unwrap_or_default();
     let bytes_in = Arc::new(AtomicU64::new(0));
     let req = req.map(|b| {

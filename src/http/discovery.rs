@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::metadata::Page;
 use crate::oci::{media, Digest, RepoName};
 
+use super::auth::Access;
 use super::error::{ApiError, ApiResult, Code};
 use super::{json_response, AppState, Query};
 
@@ -63,10 +64,15 @@ pub async fn tags(app: &AppState, repo: &RepoName, req: &Parts) -> ApiResult {
     ))
 }
 
-pub async fn catalog(app: &AppState, req: &Parts) -> ApiResult {
+/// The catalog lists only repositories the caller may pull from.
+pub async fn catalog(app: &AppState, req: &Parts, access: &Access) -> ApiResult {
     let q = Query::of(req);
     let n = page_size(&q)?.unwrap_or(DEFAULT_CATALOG_PAGE);
-    let page = app.registry.catalog(q.get("last"), n).await?;
+    let visible = app.gate.visibility(access).await?;
+    let page = app
+        .registry
+        .catalog(q.get("last"), n, |name| visible.shows(name))
+        .await?;
     let body = json!({ "repositories": page.items }).to_string();
     Ok(with_link(
         json_response(StatusCode::OK, body),

@@ -10,23 +10,69 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
 use futures::TryStreamExt;
 
+use crate::auth::namespaces::Namespaces;
+use crate::auth::tokens::AccessTokens;
+use crate::auth::Users;
 use crate::registry::Registry;
 use crate::storage::ByteStream;
 
 mod access_log;
+mod admin;
+pub mod auth;
 mod blobs;
 mod discovery;
 pub mod endpoint;
 pub mod error;
 mod manifests;
+mod token;
 mod uploads;
 
 pub use endpoint::{Action, Endpoint};
 use error::{ApiError, ApiResult, Code};
+
+/// The client's address, recorded for every connection whatever the listener (plain TCP or
+/// TLS) so that logs and login throttling see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Plain TCP, with Nagle's algorithm off on every connection.
+pub struct PlainListener(pub tokio::net::TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let _ = tcp.set_nodelay(true);
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
 
 /// Settings the HTTP layer needs beyond the registry's own policy.
 #[derive(Clone, Debug)]
@@ -38,6 +84,10 @@ pub struct HttpSettings {
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub settings: HttpSettings,
+    pub gate: auth::Gate,
+    pub users: Users,
+    pub namespaces: Namespaces,
+    pub tokens: AccessTokens,
 }
 
 type AppRef = State<Arc<AppState>>;
@@ -47,6 +97,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/token", get(token_get).post(token_post))
+        .merge(admin::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(access_log::log_request))
         .with_state(state)
@@ -58,6 +110,20 @@ async fn not_found() -> ApiError {
 
 fn method_not_allowed() -> ApiError {
     ApiError::new(Code::Unsupported, "method not allowed on this endpoint")
+}
+
+async fn token_get(State(app): AppRef, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    token::get(&app, &parts)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn token_post(State(app): AppRef, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    token::post(&app, &parts, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn dispatch(state: AppRef, req: Request) -> Response {
@@ -72,19 +138,29 @@ async fn dispatch(state: AppRef, req: Request) -> Response {
         Err(endpoint::ParseError::NotFound) => return not_found().await.into_response(),
         Err(endpoint::ParseError::Invalid(e)) => return ApiError::from(e).into_response(),
     };
-    route(state, endpoint, req)
+    let (parts, body) = req.into_parts();
+    let access = match state.gate.admit(&parts, &endpoint).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    route(state, endpoint, parts, body, access)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn route(State(app): AppRef, endpoint: Endpoint, req: Request) -> ApiResult {
-    let (parts, body) = req.into_parts();
+async fn route(
+    State(app): AppRef,
+    endpoint: Endpoint,
+    parts: Parts,
+    body: Body,
+    access: auth::Access,
+) -> ApiResult {
     let req = &parts;
     match (endpoint, parts.method.clone()) {
         (Endpoint::Base, Method::GET | Method::HEAD) => {
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
-        (Endpoint::Catalog, Method::GET) => discovery::catalog(&app, req).await,
+        (Endpoint::Catalog, Method::GET) => discovery::catalog(&app, req, &access).await,
         (Endpoint::Tags(repo), Method::GET) => discovery::tags(&app, &repo, req).await,
         (Endpoint::Referrers(repo, d), Method::GET) => {
             discovery::referrers(&app, &repo, &d, req).await
@@ -102,7 +178,9 @@ async fn route(State(app): AppRef, endpoint: Endpoint, req: Request) -> ApiResul
         (Endpoint::Blob(repo, d), Method::GET) => blobs::get(&app, &repo, &d, req, true).await,
         (Endpoint::Blob(repo, d), Method::HEAD) => blobs::get(&app, &repo, &d, req, false).await,
         (Endpoint::Blob(repo, d), Method::DELETE) => blobs::delete(&app, &repo, &d).await,
-        (Endpoint::Uploads(repo), Method::POST) => uploads::start(&app, &repo, req, body).await,
+        (Endpoint::Uploads(repo), Method::POST) => {
+            uploads::start(&app, &repo, req, body, &access).await
+        }
         (Endpoint::Upload(repo, id), Method::GET) => uploads::status(&app, &repo, &id).await,
         (Endpoint::Upload(repo, id), Method::PATCH) => {
             uploads::patch(&app, &repo, &id, req, body).await

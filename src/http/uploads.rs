@@ -6,10 +6,12 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 
+use crate::auth::Perms;
 use crate::oci::range::{parse_content_range, upload_range};
 use crate::oci::{Algorithm, Digest, RepoName, UploadId};
 use crate::registry::{AppendRequest, RegistryError};
 
+use super::auth::Access;
 use super::error::{ApiError, ApiResult, Code};
 use super::{body_stream, content_length, empty, has_body, AppState, Query};
 
@@ -66,7 +68,13 @@ fn chunk_error(e: RegistryError, repo: &RepoName, id: &UploadId) -> ApiError {
     }
 }
 
-pub async fn start(app: &AppState, repo: &RepoName, req: &Parts, body: Body) -> ApiResult {
+pub async fn start(
+    app: &AppState,
+    repo: &RepoName,
+    req: &Parts,
+    body: Body,
+    access: &Access,
+) -> ApiResult {
     let q = Query::of(req);
     if let Some(alg) = q.get("digest-algorithm") {
         alg.parse::<Algorithm>()
@@ -75,11 +83,14 @@ pub async fn start(app: &AppState, repo: &RepoName, req: &Parts, body: Body) -> 
     if let Some(mount) = digest_param(&q, "mount")? {
         if let Some(from) = q.get("from") {
             let from: RepoName = from.parse()?;
-            if app
-                .registry
-                .mount_blob(repo, &from, &mount)
-                .await?
-                .is_some()
+            // Mounting reads the source: a caller who may not pull from it gets an ordinary
+            // session instead, exactly as if the blob were not there.
+            if app.gate.allows(access, &from, Perms::PULL).await?
+                && app
+                    .registry
+                    .mount_blob(repo, &from, &mount)
+                    .await?
+                    .is_some()
             {
                 return Ok(blob_created(repo, &mount));
             }

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -53,7 +54,7 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 }
 
 pub struct CachedMetadata<M> {
-    inner: M,
+    inner: Arc<M>,
     generation: AtomicU64,
     by_tag: Map<(RepoName, Tag), ManifestRecord>,
     by_digest: Map<(RepoName, Digest), ManifestRecord>,
@@ -61,7 +62,7 @@ pub struct CachedMetadata<M> {
 }
 
 impl<M: Metadata> CachedMetadata<M> {
-    pub fn new(inner: M) -> Self {
+    pub fn new(inner: Arc<M>) -> Self {
         CachedMetadata {
             inner,
             generation: AtomicU64::new(0),
@@ -71,7 +72,8 @@ impl<M: Metadata> CachedMetadata<M> {
         }
     }
 
-    pub fn inner(&self) -> &M {
+    /// The undecorated backend, which also stores users and access settings.
+    pub fn inner(&self) -> &Arc<M> {
         &self.inner
     }
 

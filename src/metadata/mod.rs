@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
+pub mod access;
 pub mod cached;
 pub mod sqlite;
 pub mod users;

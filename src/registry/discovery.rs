@@ -42,14 +42,34 @@ impl Registry {
         Ok(page)
     }
 
-    pub async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page> {
+    pub async fn catalog(
+        &self,
+        last: Option<&str>,
+        limit: u32,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
+        let mut items = Vec::new();
         if limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                more: false,
-            });
+            return Ok(Page { items, more: false });
         }
-        Ok(self.meta.repositories(last, limit).await?)
+        // Hidden repositories are skipped by reading on in batches until the page is full.
+        let batch = limit.max(100);
+        let mut cursor = last.map(str::to_string);
+        loop {
+            let page = self.meta.repositories(cursor.as_deref(), batch).await?;
+            for name in page.items {
+                if visible(&name) {
+                    if items.len() == limit as usize {
+                        return Ok(Page { items, more: true });
+                    }
+                    items.push(name.clone());
+                }
+                cursor = Some(name);
+            }
+            if !page.more {
+                return Ok(Page { items, more: false });
+            }
+        }
     }
 
     /// Manifests in `repo` whose `subject` is `subject`, optionally filtered by artifact type.

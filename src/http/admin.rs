@@ -1,0 +1,571 @@
+//! The JSON admin API under `/api/v1/`: users (server admins), namespaces, members and access
+//! tokens (server admins, and namespace admins for their own namespace). Callers authenticate
+//! with Basic credentials, or in token mode with a bearer token too. Errors use the registry's
+//! error envelope.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::jwt::TokenUse;
+use crate::auth::namespaces::NamespaceError;
+use crate::auth::tokens::TokenError;
+use crate::auth::{Principal, UserError, UserName, Visibility};
+use crate::config::AuthMode;
+use crate::metadata::access::{MemberRecord, NamespaceRecord, TokenRecord};
+use crate::metadata::now;
+
+use super::auth::{credentials, Credentials};
+use super::error::{ApiError, ApiResult, Code};
+use super::{json_response, AppState};
+
+const MAX_BODY: usize = 64 * 1024;
+
+type AppRef = State<Arc<AppState>>;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", get(list_users).post(add_user))
+        .route("/api/v1/users/{name}", delete(delete_user))
+        .route(
+            "/api/v1/namespaces",
+            get(list_namespaces).post(create_namespace),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}",
+            get(get_namespace)
+                .patch(update_namespace)
+                .delete(delete_namespace),
+        )
+        .route("/api/v1/namespaces/{ns}/members", get(list_members))
+        .route(
+            "/api/v1/namespaces/{ns}/members/{user}",
+            put(set_member).delete(remove_member),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/tokens",
+            get(list_tokens).post(create_token),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/tokens/{name}",
+            delete(revoke_token),
+        )
+}
+
+/// Who is calling; `None` when access control is off (everyone administers).
+struct Caller(Option<Principal>);
+
+impl Caller {
+    fn is_admin(&self) -> bool {
+        self.0.as_ref().is_none_or(Principal::is_admin)
+    }
+
+    fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(forbidden("server administrators only"))
+        }
+    }
+
+    async fn require_manager(&self, app: &AppState, ns: &str) -> ApiResult<()> {
+        match &self.0 {
+            None => Ok(()),
+            Some(p) => {
+                let ok = app
+                    .gate
+                    .authz
+                    .manages(p, ns)
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?;
+                if ok {
+                    Ok(())
+                } else {
+                    Err(forbidden(&format!(
+                        "server administrators and admins of namespace {ns} only"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn forbidden(msg: &str) -> ApiError {
+    ApiError::new(Code::Denied, msg)
+}
+
+fn not_found(msg: String) -> ApiError {
+    ApiError::new(Code::NameUnknown, msg)
+}
+
+fn invalid(msg: String) -> ApiError {
+    ApiError::new(Code::Unsupported, msg).status(StatusCode::BAD_REQUEST)
+}
+
+fn conflict(msg: String) -> ApiError {
+    ApiError::new(Code::Unsupported, msg).status(StatusCode::CONFLICT)
+}
+
+fn challenge() -> ApiError {
+    ApiError::new(Code::Unauthorized, "authentication required").header(
+        header::WWW_AUTHENTICATE,
+        "Basic realm=\"berth\", charset=\"UTF-8\"",
+    )
+}
+
+async fn caller(app: &AppState, parts: &Parts) -> ApiResult<Caller> {
+    if app.gate.mode == AuthMode::None {
+        return Ok(Caller(None));
+    }
+    let principal = match (credentials(parts), app.gate.signer.as_ref()) {
+        (Credentials::Bearer(t), Some(signer)) => {
+            let claims = signer
+                .verify(&t, TokenUse::Access)
+                .map_err(|e| challenge().message(e.to_string()))?;
+            app.gate
+                .authn
+                .identity_of(&claims.sub)
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .filter(|id| id.binding == claims.bnd)
+                .ok_or_else(|| challenge().message("token is revoked"))?
+                .principal
+        }
+        _ => app.gate.basic_identity(parts).await?.principal,
+    };
+    match principal {
+        Principal::Anonymous => Err(challenge()),
+        Principal::Token { .. } => Err(forbidden(
+            "access tokens cannot use the admin API; log in as a user",
+        )),
+        p => Ok(Caller(Some(p))),
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| invalid("the body is too large or ended early".into()))?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid JSON body: {e}")))
+}
+
+fn rfc3339(t: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn ok(status: StatusCode, v: Value) -> Response {
+    json_response(status, v.to_string())
+}
+
+fn namespace_json(n: &NamespaceRecord) -> Value {
+    json!({ "name": n.name, "public": n.public, "created_at": rfc3339(n.created_at) })
+}
+
+fn member_json(m: &MemberRecord) -> Value {
+    json!({ "user": m.user, "role": m.role, "created_at": rfc3339(m.created_at) })
+}
+
+pub fn token_state(t: &TokenRecord) -> &'static str {
+    if t.revoked_at.is_some() {
+        "revoked"
+    } else if !t.live_at(now()) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn token_json(t: &TokenRecord) -> Value {
+    json!({
+        "namespace": t.namespace,
+        "name": t.name,
+        "access": t.access,
+        "state": token_state(t),
+        "created_at": rfc3339(t.created_at),
+        "expires_at": t.expires_at.map(rfc3339),
+        "last_used_at": t.last_used_at.map(rfc3339),
+        "revoked_at": t.revoked_at.map(rfc3339),
+    })
+}
+
+fn user_error(e: UserError) -> ApiError {
+    match e {
+        UserError::InvalidName(_) | UserError::Password(_) | UserError::Htpasswd { .. } => {
+            invalid(e.to_string())
+        }
+        UserError::Exists(_) => conflict(e.to_string()),
+        UserError::Unknown(_) => not_found(e.to_string()),
+        UserError::Store(e) => ApiError::internal(&e),
+    }
+}
+
+fn namespace_error(e: NamespaceError) -> ApiError {
+    match e {
+        NamespaceError::Invalid(_) => invalid(e.to_string()),
+        NamespaceError::Exists(_) => conflict(e.to_string()),
+        NamespaceError::Unknown(_)
+        | NamespaceError::UnknownUser(_)
+        | NamespaceError::NotMember { .. } => not_found(e.to_string()),
+        NamespaceError::Store(e) => ApiError::internal(&e),
+    }
+}
+
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::InvalidName(_)
+        | TokenError::InvalidNamespace(_)
+        | TokenError::InvalidAccess(_) => invalid(e.to_string()),
+        TokenError::Exists { .. } => conflict(e.to_string()),
+        TokenError::NoNamespace(_) | TokenError::Unknown { .. } => not_found(e.to_string()),
+        TokenError::Store(e) => ApiError::internal(&e),
+    }
+}
+
+fn respond(r: ApiResult) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn me(State(app): AppRef, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            let c = caller(&app, &parts).await?;
+            let v = match &c.0 {
+                None => json!({ "name": null, "admin": true, "auth": "none" }),
+                Some(Principal::User { name, admin }) => json!({ "name": name, "admin": admin }),
+                Some(p) => json!({ "name": p.describe(), "admin": false }),
+            };
+            Ok(ok(StatusCode::OK, v))
+        }
+        .await,
+    )
+}
+
+async fn list_users(State(app): AppRef, req: Request) -> Response {
+    respond(async {
+        let (parts, _) = req.into_parts();
+        caller(&app, &parts).await?.require_admin()?;
+        let users = app.users.list().await.map_err(user_error)?;
+        let v: Vec<Value> = users
+            .iter()
+            .map(|u| json!({ "name": u.name, "admin": u.admin, "created_at": rfc3339(u.created_at) }))
+            .collect();
+        Ok(ok(StatusCode::OK, json!({ "users": v })))
+    }
+    .await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn add_user(State(app): AppRef, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, body) = req.into_parts();
+            caller(&app, &parts).await?.require_admin()?;
+            let u: NewUser = read_json(body).await?;
+            let name: UserName = u.name.parse().map_err(user_error)?;
+            if u.password.is_empty() {
+                return Err(invalid("password must not be empty".into()));
+            }
+            app.users
+                .add(&name, &u.password, u.admin)
+                .await
+                .map_err(user_error)?;
+            Ok(ok(
+                StatusCode::CREATED,
+                json!({ "name": name.as_str(), "admin": u.admin }),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn delete_user(State(app): AppRef, Path(name): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            caller(&app, &parts).await?.require_admin()?;
+            let name: UserName = name.parse().map_err(user_error)?;
+            app.users.delete(&name).await.map_err(user_error)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+async fn list_namespaces(State(app): AppRef, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            let c = caller(&app, &parts).await?;
+            let visible = match &c.0 {
+                None => Visibility::All,
+                Some(p) => app
+                    .gate
+                    .authz
+                    .visibility(p)
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?,
+            };
+            let all = app.namespaces.list().await.map_err(namespace_error)?;
+            let v: Vec<Value> = all
+                .iter()
+                .filter(|n| visible.shows(&n.name))
+                .map(namespace_json)
+                .collect();
+            Ok(ok(StatusCode::OK, json!({ "namespaces": v })))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNamespace {
+    name: String,
+    #[serde(default)]
+    public: bool,
+}
+
+async fn create_namespace(State(app): AppRef, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, body) = req.into_parts();
+            caller(&app, &parts).await?.require_admin()?;
+            let n: NewNamespace = read_json(body).await?;
+            let rec = app
+                .namespaces
+                .create(&n.name, n.public)
+                .await
+                .map_err(namespace_error)?;
+            Ok(ok(StatusCode::CREATED, namespace_json(&rec)))
+        }
+        .await,
+    )
+}
+
+async fn get_namespace(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            let c = caller(&app, &parts).await?;
+            if let Some(p) = &c.0 {
+                let visible = app
+                    .gate
+                    .authz
+                    .visibility(p)
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?;
+                if !visible.shows(&ns) {
+                    return Err(not_found(format!("no namespace named {ns}")));
+                }
+            }
+            let rec = app.namespaces.get(&ns).await.map_err(namespace_error)?;
+            Ok(ok(StatusCode::OK, namespace_json(&rec)))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceUpdate {
+    public: bool,
+}
+
+async fn update_namespace(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, body) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            let u: NamespaceUpdate = read_json(body).await?;
+            app.namespaces
+                .set_public(&ns, u.public)
+                .await
+                .map_err(namespace_error)?;
+            let rec = app.namespaces.get(&ns).await.map_err(namespace_error)?;
+            Ok(ok(StatusCode::OK, namespace_json(&rec)))
+        }
+        .await,
+    )
+}
+
+async fn delete_namespace(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            caller(&app, &parts).await?.require_admin()?;
+            app.namespaces.delete(&ns).await.map_err(namespace_error)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+async fn list_members(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            let members = app.namespaces.members(&ns).await.map_err(namespace_error)?;
+            let v: Vec<Value> = members.iter().map(member_json).collect();
+            Ok(ok(StatusCode::OK, json!({ "members": v })))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberUpdate {
+    role: String,
+}
+
+async fn set_member(
+    State(app): AppRef,
+    Path((ns, user)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    respond(
+        async {
+            let (parts, body) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            let m: MemberUpdate = read_json(body).await?;
+            let role = app
+                .namespaces
+                .set_member(&ns, &user, &m.role)
+                .await
+                .map_err(namespace_error)?;
+            Ok(ok(
+                StatusCode::OK,
+                json!({ "namespace": ns, "user": user, "role": role.as_str() }),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn remove_member(
+    State(app): AppRef,
+    Path((ns, user)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            app.namespaces
+                .remove_member(&ns, &user)
+                .await
+                .map_err(namespace_error)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+async fn list_tokens(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            app.namespaces.get(&ns).await.map_err(namespace_error)?;
+            let tokens = app.tokens.list(Some(&ns)).await.map_err(token_error)?;
+            let v: Vec<Value> = tokens.iter().map(token_json).collect();
+            Ok(ok(StatusCode::OK, json!({ "tokens": v })))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    access: String,
+    /// A duration such as `90d`; absent for no expiry.
+    #[serde(default)]
+    expires: Option<String>,
+}
+
+async fn create_token(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
+    respond(
+        async {
+            let (parts, body) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            let t: NewToken = read_json(body).await?;
+            let lifetime = t
+                .expires
+                .as_deref()
+                .map(|s| {
+                    humantime::parse_duration(s)
+                        .map_err(|e| invalid(format!("invalid expires {s:?}: {e}")))
+                })
+                .transpose()?;
+            let (rec, secret) = app
+                .tokens
+                .create(&ns, &t.name, &t.access, lifetime)
+                .await
+                .map_err(token_error)?;
+            let mut v = token_json(&rec);
+            v["secret"] = json!(secret);
+            Ok(ok(StatusCode::CREATED, v))
+        }
+        .await,
+    )
+}
+
+async fn revoke_token(
+    State(app): AppRef,
+    Path((ns, name)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    respond(
+        async {
+            let (parts, _) = req.into_parts();
+            caller(&app, &parts)
+                .await?
+                .require_manager(&app, &ns)
+                .await?;
+            app.tokens.revoke(&ns, &name).await.map_err(token_error)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}

@@ -1,0 +1,448 @@
+//! The gate every `/v2/` request passes: credentials to a principal, the endpoint's action to
+//! the permission it needs, and a verdict. Refusals speak the protocol clients understand: 401
+//! `UNAUTHORIZED` with a `Basic` or `Bearer` challenge when other credentials could help, 403
+//! `DENIED` naming the missing permission when they could not, 429 while logins are throttled.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine;
+use serde_json::json;
+
+use crate::auth::jwt::{ClaimAccess, Signer, TokenUse};
+use crate::auth::{
+    AuthError, Authenticator, Authorizer, Identity, Perms, Principal, Scope, Visibility,
+};
+use crate::config::AuthMode;
+use crate::metadata::MetadataError;
+use crate::oci::RepoName;
+
+use super::endpoint::{Action, Endpoint};
+use super::error::{ApiError, Code};
+
+/// What an admitted request may do, for checks beyond the one it was admitted by (the source
+/// of a cross-repository mount, the repositories listed in the catalog).
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// Access control is off.
+    Open,
+    /// A principal whose permissions are looked up as needed (basic mode, admin API).
+    Principal(Principal),
+    /// A bearer token's grants (token mode).
+    Bearer {
+        principal: Principal,
+        grants: Vec<(RepoName, Perms)>,
+        catalog: bool,
+    },
+}
+
+impl Access {
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Access::Open => None,
+            Access::Principal(p) | Access::Bearer { principal: p, .. } => Some(p),
+        }
+    }
+}
+
+pub struct Gate {
+    pub mode: AuthMode,
+    pub authn: Arc<Authenticator>,
+    pub authz: Authorizer,
+    pub signer: Option<Arc<Signer>>,
+    /// Configured token realm; otherwise derived from each request's host.
+    pub realm: Option<String>,
+    pub tls: bool,
+}
+
+pub fn perms_for(action: Action) -> Perms {
+    match action {
+        Action::Pull => Perms::PULL,
+        Action::Push => Perms::PUSH,
+        Action::Delete => Perms::DELETE,
+        Action::None => Perms::NONE,
+    }
+}
+
+/// The address the request came from (unspecified when served without connection info).
+pub fn client_addr(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<super::Peer>>()
+        .map(|c| c.0 .0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Credentials a request carries.
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+    Malformed,
+}
+
+pub fn credentials(parts: &Parts) -> Credentials {
+    let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
+        return Credentials::None;
+    };
+    let Ok(v) = v.to_str() else {
+        return Credentials::Malformed;
+    };
+    let (scheme, rest) = v.trim().split_once(' ').unwrap_or((v, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        match decoded.as_deref().and_then(|s| s.split_once(':')) {
+            Some((u, p)) if !u.is_empty() => Credentials::Basic {
+                user: u.to_string(),
+                password: p.to_string(),
+            },
+            _ => Credentials::Malformed,
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        Credentials::Bearer(rest.to_string())
+    } else {
+        Credentials::Malformed
+    }
+}
+
+fn store_error(e: MetadataError) -> ApiError {
+    ApiError::internal(&e)
+}
+
+/// The 429 for a throttled login.
+pub fn throttled(wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs().max(1);
+    ApiError::new(
+        Code::TooManyRequests,
+        format!("too many failed logins; retry in {secs} s"),
+    )
+    .header(header::RETRY_AFTER, &secs.to_string())
+}
+
+fn denied(principal: &Principal, repo: &RepoName, missing: Perms) -> ApiError {
+    ApiError::new(
+        Code::Denied,
+        format!(
+            "{} may not {missing} repository {repo}: requires the {missing} permission",
+            principal.describe()
+        ),
+    )
+    .detail(json!({ "repository": repo.as_str(), "missing": missing.actions() }))
+}
+
+/// The scope a challenge asks for so that a request on `endpoint` can succeed.
+fn endpoint_scope(endpoint: &Endpoint, action: Action) -> Option<Scope> {
+    match (endpoint, endpoint.repo()) {
+        (Endpoint::Catalog, _) => Some(Scope::Catalog),
+        (_, Some(repo)) => {
+            // Docker asks for pull and push together when pushing; so does the challenge.
+            let perms = match action {
+                Action::Push => Perms::PULL.union(Perms::PUSH),
+                a => perms_for(a),
+            };
+            Some(Scope::repository(repo, perms))
+        }
+        _ => None,
+    }
+}
+
+impl Gate {
+    /// Checks a `/v2/` request for `endpoint`.
+    pub async fn admit(&self, parts: &Parts, endpoint: &Endpoint) -> Result<Access, ApiError> {
+        let action = endpoint.action(&parts.method);
+        match self.mode {
+            AuthMode::None => Ok(Access::Open),
+            AuthMode::Basic => self.admit_basic(parts, endpoint, action).await,
+            AuthMode::Token => self.admit_bearer(parts, endpoint, action).await,
+        }
+    }
+
+    /// Authenticates Basic credentials, or none, to an identity.
+    pub async fn basic_identity(&self, parts: &Parts) -> Result<Identity, ApiError> {
+        match credentials(parts) {
+            Credentials::None => Ok(Identity::anonymous()),
+            Credentials::Basic { user, password } => self
+                .authn
+                .login(&user, &password, client_addr(parts))
+                .await
+                .map_err(|e| match e {
+                    AuthError::BadCredentials => self
+                        .basic_challenge()
+                        .message("invalid user name or password"),
+                    AuthError::Throttled(w) => throttled(w),
+                    AuthError::Store(e) => store_error(e),
+                }),
+            Credentials::Bearer(_) | Credentials::Malformed => {
+                Err(self.basic_challenge().message("expected Basic credentials"))
+            }
+        }
+    }
+
+    fn basic_challenge(&self) -> ApiError {
+        ApiError::new(Code::Unauthorized, "authentication required").header(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"berth\", charset=\"UTF-8\"",
+        )
+    }
+
+    async fn admit_basic(
+        &self,
+        parts: &Parts,
+        endpoint: &Endpoint,
+        action: Action,
+    ) -> Result<Access, ApiError> {
+        let principal = self.basic_identity(parts).await?.principal;
+        match endpoint.repo() {
+            None if principal.is_anonymous() && matches!(endpoint, Endpoint::Base) => {
+                Err(self.basic_challenge())
+            }
+            None => Ok(Access::Principal(principal)),
+            Some(repo) => {
+                let need = perms_for(action);
+                let have = self
+                    .authz
+                    .perms(&principal, repo)
+                    .await
+                    .map_err(store_error)?;
+                if have.contains(need) {
+                    Ok(Access::Principal(principal))
+                } else if principal.is_anonymous() {
+                    Err(self.basic_challenge())
+                } else {
+                    Err(denied(&principal, repo, have.missing(need)))
+                }
+            }
+        }
+    }
+
+    /// The token endpoint's URL for this request.
+    pub fn realm(&self, parts: &Parts) -> String {
+        if let Some(r) = &self.realm {
+            return r.clone();
+        }
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]_".contains(&c))
+            })
+            .unwrap_or("localhost");
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}/token")
+    }
+
+    fn bearer_challenge(
+        &self,
+        parts: &Parts,
+        scope: Option<&Scope>,
+        error: Option<&str>,
+    ) -> ApiError {
+        let service = self.signer.as_ref().map(|s| s.service()).unwrap_or("berth");
+        let mut v = format!(
+            "Bearer realm=\"{}\",service=\"{service}\"",
+            self.realm(parts)
+        );
+        if let Some(s) = scope {
+            v.push_str(&format!(",scope=\"{s}\""));
+        }
+        if let Some(e) = error {
+            v.push_str(&format!(",error=\"{e}\""));
+        }
+        ApiError::new(Code::Unauthorized, "authentication required")
+            .header(header::WWW_AUTHENTICATE, &v)
+    }
+
+    async fn admit_bearer(
+        &self,
+        parts: &Parts,
+        endpoint: &Endpoint,
+        action: Action,
+    ) -> Result<Access, ApiError> {
+        let scope = endpoint_scope(endpoint, action);
+        let signer = self.signer.as_ref().expect("token mode has a signer");
+        let token = match credentials(parts) {
+            Credentials::Bearer(t) => t,
+            _ => return Err(self.bearer_challenge(parts, scope.as_ref(), None)),
+        };
+        let claims = match signer.verify(&token, TokenUse::Access) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .bearer_challenge(parts, scope.as_ref(), Some("invalid_token"))
+                    .message(e.to_string()))
+            }
+        };
+        // The subject must still exist with the credential the token was issued for: deleting
+        // a user, changing a password or revoking an access token ends its tokens at once.
+        let identity = self
+            .authn
+            .identity_of(&claims.sub)
+            .await
+            .map_err(store_error)?
+            .filter(|id| id.binding == claims.bnd)
+            .ok_or_else(|| {
+                self.bearer_challenge(parts, scope.as_ref(), Some("invalid_token"))
+                    .message("token is revoked")
+            })?;
+        let mut grants = Vec::new();
+        let mut catalog = false;
+        for a in &claims.access {
+            match a.kind.as_str() {
+                "repository" => {
+                    if let Ok(name) = a.name.parse::<RepoName>() {
+                        let p = a
+                            .actions
+                            .iter()
+                            .map(|x| Perms::from_action(x))
+                            .fold(Perms::NONE, Perms::union);
+                        grants.push((name, p));
+                    }
+                }
+                "registry" if a.name == "catalog" => catalog = true,
+                _ => {}
+            }
+        }
+        let access = Access::Bearer {
+            principal: identity.principal.clone(),
+            grants,
+            catalog,
+        };
+        let ok = match endpoint {
+            Endpoint::Base => true,
+            Endpoint::Catalog => catalog,
+            _ => match endpoint.repo() {
+                Some(repo) => self.granted(&access, repo).contains(perms_for(action)),
+                None => true,
+            },
+        };
+        if ok {
+            return Ok(access);
+        }
+        // Not in the token. If the principal could have it, the client should fetch a token
+        // with the challenge's scope; if not, a new token would not help.
+        let Some(repo) = endpoint.repo() else {
+            return Err(self.bearer_challenge(parts, scope.as_ref(), Some("insufficient_scope")));
+        };
+        let need = perms_for(action);
+        let could = self
+            .authz
+            .perms(&identity.principal, repo)
+            .await
+            .map_err(store_error)?;
+        if could.contains(need) || identity.principal.is_anonymous() {
+            Err(self.bearer_challenge(parts, scope.as_ref(), Some("insufficient_scope")))
+        } else {
+            Err(denied(&identity.principal, repo, could.missing(need)))
+        }
+    }
+
+    fn granted(&self, access: &Access, repo: &RepoName) -> Perms {
+        match access {
+            Access::Bearer { grants, .. } => grants
+                .iter()
+                .filter(|(n, _)| n == repo)
+                .fold(Perms::NONE, |acc, (_, p)| acc.union(*p)),
+            _ => Perms::NONE,
+        }
+    }
+
+    /// True when the request may do `need` on `repo` (beyond the check that admitted it).
+    pub async fn allows(
+        &self,
+        access: &Access,
+        repo: &RepoName,
+        need: Perms,
+    ) -> Result<bool, ApiError> {
+        match access {
+            Access::Open => Ok(true),
+            Access::Principal(p) => Ok(self
+                .authz
+                .perms(p, repo)
+                .await
+                .map_err(store_error)?
+                .contains(need)),
+            Access::Bearer { .. } => Ok(self.granted(access, repo).contains(need)),
+        }
+    }
+
+    /// The repositories the request may see in the catalog.
+    pub async fn visibility(&self, access: &Access) -> Result<Visibility, ApiError> {
+        match access.principal() {
+            None => Ok(Visibility::All),
+            Some(p) => self.authz.visibility(p).await.map_err(store_error),
+        }
+    }
+
+    /// Grants for a token request: each requested scope reduced to what `principal` may do;
+    /// scopes that end up empty are left out.
+    pub async fn grant(
+        &self,
+        principal: &Principal,
+        scopes: &[Scope],
+    ) -> Result<Vec<ClaimAccess>, ApiError> {
+        let mut out: Vec<ClaimAccess> = Vec::new();
+        for s in scopes {
+            match s {
+                Scope::Catalog => {
+                    if !out.iter().any(|a| a.kind == "registry") {
+                        out.push(ClaimAccess {
+                            kind: "registry".into(),
+                            name: "catalog".into(),
+                            actions: vec!["*".into()],
+                        });
+                    }
+                }
+                Scope::Repository { name, actions } => {
+                    let allowed = self
+                        .authz
+                        .perms(principal, name)
+                        .await
+                        .map_err(store_error)?
+                        .intersect(*actions);
+                    if allowed.is_empty() {
+                        continue;
+                    }
+                    match out
+                        .iter_mut()
+                        .find(|a| a.kind == "repository" && a.name == name.as_str())
+                    {
+                        Some(existing) => {
+                            let merged = existing
+                                .actions
+                                .iter()
+                                .map(|x| Perms::from_action(x))
+                                .fold(allowed, Perms::union);
+                            existing.actions =
+                                merged.actions().into_iter().map(String::from).collect();
+                        }
+                        None => out.push(ClaimAccess {
+                            kind: "repository".into(),
+                            name: name.to_string(),
+                            actions: allowed.actions().into_iter().map(String::from).collect(),
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ApiError {
+    /// Replaces the message, keeping code, status and headers.
+    pub fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = m.into();
+        self
+    }
+}
