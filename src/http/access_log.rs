@@ -1,5 +1,5 @@
 //! One structured log line per request (method, path, query, status, bytes in and out,
-//! duration, client), and the `Docker-Distribution-API-Version` header on every response.
+//! duration, client, and the user or token it acted as), and the `Docker-Distribution-API-Version` header on every response.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +57,7 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         bytes_out,
         duration_ms = start.elapsed().as_secs_f64() * 1000.0,
         client,
+        user = resp.extensions().get::<super::Subject>().map(|s| s.0.as_str()).unwrap_or(""),
         "request"
     );
     resp

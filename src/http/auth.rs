@@ -99,6 +99,8 @@ pub fn credentials(parts: &Parts) -> Credentials {
             .ok()
             .and_then(|b| String::from_utf8(b).ok());
         match decoded.as_deref().and_then(|s| s.split_once(':')) {
+            // skopeo and podman send an empty pair when they have no credentials.
+            Some(("", "")) => Credentials::None,
             Some((u, p)) if !u.is_empty() => Credentials::Basic {
                 user: u.to_string(),
                 password: p.to_string(),

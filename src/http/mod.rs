@@ -143,10 +143,19 @@ async fn dispatch(state: AppRef, req: Request) -> Response {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    route(state, endpoint, parts, body, access)
+    let subject = access.principal().map(|p| Subject(p.describe()));
+    let mut resp = route(state, endpoint, parts, body, access)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(s) = subject {
+        resp.extensions_mut().insert(s);
+    }
+    resp
 }
+
+/// Who a request acted as, for the access log (a name, never a credential).
+#[derive(Clone, Debug)]
+pub struct Subject(pub String);
 
 async fn route(
     State(app): AppRef,
