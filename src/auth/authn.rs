@@ -43,7 +43,7 @@ impl Identity {
 pub enum AuthError {
     #[error("invalid user name or password")]
     BadCredentials,
-    #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
+    #[error("too many failed logins; retry in {} s", (.0.as_secs() + u64::from(.0.subsec_nanos() > 0)).max(1))]
     Throttled(Duration),
     #[error(transparent)]
     Store(#[from] MetadataError),

@@ -120,7 +120,9 @@ fn store_error(e: MetadataError) -> ApiError {
 
 /// The 429 for a throttled login.
 pub fn throttled(wait: std::time::Duration) -> ApiError {
-    let secs = wait.as_secs().max(1);
+    // Rounded up: a client that waits the advertised time must find the block over.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
     ApiError::new(
         Code::TooManyRequests,
         format!("too many failed logins; retry in {secs} s"),
