@@ -19,8 +19,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
-# Shared helpers: apt_install need stop_berth free_port start_berth log_since log_mark pass fail
-# check eq.
+# Shared helpers: apt_install need stop_berth free_port start_berth log_since log_mark
+# start_dockerd stop_dockerd dockerd_failure remove_workdir pass fail check eq.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
@@ -50,52 +50,13 @@ W=/tmp/bd.$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -m 700 "$W"
 D=$W/d # dockerd's data-root, exec-root, socket, config
 mkdir "$D"
-DOCKERD_PID=
-CONTAINERD_PID=
-
-# SIGTERM to dockerd (it stops its containerd child itself), SIGKILL to both after 20 s.
-stop_dockerd() {
-    local i
-    [ -n "$DOCKERD_PID" ] || return 0
-    kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-    for i in $(seq 1 200); do
-        kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-        echo "dockerd still running 20s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$DOCKERD_PID" 2>/dev/null || true
-    fi
-    wait "$DOCKERD_PID" 2>/dev/null || true
-    DOCKERD_PID=
-    if [ -n "$CONTAINERD_PID" ]; then
-        for i in $(seq 1 50); do
-            kill -0 "$CONTAINERD_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$CONTAINERD_PID" 2>/dev/null || true
-        CONTAINERD_PID=
-    fi
-}
-
 cleanup() {
-    local rc=$? m
+    local rc=$?
     stop_dockerd || true
     if [ -n "$BERTH_PID" ] && kill -0 "$BERTH_PID" 2>/dev/null; then
         stop_berth || true
     fi
-    # Nothing should be mounted under $W (vfs, native snapshotter, no containers run), but a
-    # leftover mount must never turn rm -rf into a walk through someone else's files.
-    for m in $(awk -v w="$W/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r); do
-        umount -l "$m" 2>/dev/null || true
-    done
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "kept $W"
-    elif awk -v w="$W/" 'index($2, w) == 1 { f = 1 } END { exit !f }' /proc/mounts; then
-        echo "mounts left under $W: not removing it" >&2
-    else
-        rm -rf "$W"
-    fi
+    remove_workdir
     exit "$rc"
 }
 trap cleanup EXIT
@@ -167,33 +128,12 @@ check "skopeo: push multi-arch index and OCI image to berth, write docker-archiv
 # ---------------------------------------------------------------------------------------------
 # dockerd
 
-start_dockerd() {
-    local i
-    printf '{"deprecated-key-path": "%s/key.json"}\n' "$D" >"$D/daemon.json"
-    dockerd --data-root "$D/root" --exec-root "$D/exec" -H "unix://$D/docker.sock" \
-        --pidfile "$D/docker.pid" --iptables=false --ip6tables=false --bridge=none \
-        --storage-driver=vfs --insecure-registry "$REG" --config-file "$D/daemon.json" \
-        >"$DOCKERD_LOG" 2>&1 &
-    DOCKERD_PID=$!
-    for i in $(seq 1 300); do
-        if docker info >/dev/null 2>&1; then
-            CONTAINERD_PID=$(cat "$D/exec/containerd/containerd.pid" 2>/dev/null ||
-                pgrep -P "$DOCKERD_PID" -x containerd || true)
-            return 0
-        fi
-        kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    return 1
-}
-
 T_DOCKERD=$(date +%s)
-if start_dockerd; then
+if start_dockerd --insecure-registry "$REG"; then
     pass "dockerd starts ($(dockerd --version | cut -d, -f1), client $(docker version --format '{{.Client.Version}}'), $(($(date +%s) - T_DOCKERD))s)"
     DOCKER_OK=1
 else
-    if kill -0 "$DOCKERD_PID" 2>/dev/null; then why="no answer to 'docker info' in 30s"; else why="dockerd exited"; fi
-    fail "dockerd starts ($why; environment problem, not berth: dockerd log tail below)"
+    fail "dockerd starts ($(dockerd_failure); environment problem, not berth: dockerd log tail below)"
     tail -n 30 "$DOCKERD_LOG" | awk '{ print "      | " $0 }'
     DOCKER_OK=0
 fi

@@ -12,6 +12,8 @@
 #   KEEP=1                 keep the temp dir (server log, layouts) for inspection
 #   SKIP_PODMAN=1          skip the podman checks (printed as SKIP, never silently)
 #   SKIP_DOCKER=1          do not run tests/clients/docker.sh (docker CLI + dockerd, ctr) at the end
+#                          (nor the docker checks of auth.sh)
+#   SKIP_AUTH=1            do not run tests/clients/auth.sh (access control: logins, tokens, TLS)
 #   BIG_BLOB_MB=1024       size of the large blob round trip, in MiB
 #
 # Needs root on a fresh machine only to apt-get install missing tools.
@@ -444,4 +446,15 @@ else
     echo "== tests/clients/docker.sh"
     BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/docker.sh" || DOCKER_RC=$?
 fi
-[ "$FAILED" = 0 ] && [ "$DOCKER_RC" = 0 ]
+
+# Access control (basic and token auth, CI tokens, TLS): a separate script with its own berths.
+AUTH_RC=0
+if [ "${SKIP_AUTH:-0}" = 1 ]; then
+    echo "SKIP: access-control checks (SKIP_AUTH=1 given)"
+else
+    echo
+    echo "== tests/clients/auth.sh"
+    BERTH=$BERTH KEEP=${KEEP:-0} SKIP_DOCKER=${SKIP_DOCKER:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} \
+        bash "$HERE/auth.sh" || AUTH_RC=$?
+fi
+[ "$FAILED" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ]
