@@ -15,6 +15,7 @@ use berth::cli::{
     Cli, Command, ConfigCommand, MemberCommand, NamespaceCommand, TokenCommand, UserCommand,
 };
 use berth::config::{Config, LogFormat};
+use berth::metadata::rfc3339;
 use berth::metadata::sqlite::SqliteMetadata;
 use berth::server::{self, App};
 
@@ -95,11 +96,6 @@ async fn open_users(cfg: &Config) -> anyhow::Result<Users> {
 async fn open_namespaces(cfg: &Config) -> anyhow::Result<Namespaces> {
     let meta = open_meta(cfg).await?;
     Ok(Namespaces::new(meta.clone(), meta))
-}
-
-fn rfc3339(t: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 async fn namespace_command(command: NamespaceCommand) -> anyhow::Result<()> {
@@ -221,13 +217,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             );
             let now = berth::metadata::now();
             for t in all {
-                let state = if t.revoked_at.is_some() {
-                    "revoked"
-                } else if !t.live_at(now) {
-                    "expired"
-                } else {
-                    "active"
-                };
+                let state = t.state_at(now);
                 println!(
                     "{:<24} {:<24} {:<18} {:<8} {:<21} {:<21} {}",
                     t.namespace,

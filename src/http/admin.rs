@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use crate::auth::tokens::TokenError;
 use crate::auth::{Principal, UserError, UserName, Visibility};
 use crate::config::AuthMode;
 use crate::metadata::access::{MemberRecord, NamespaceRecord, TokenRecord};
-use crate::metadata::now;
+use crate::metadata::{now, rfc3339};
 
 use super::auth::{credentials, Credentials};
 use super::error::{ApiError, ApiResult, Code};
@@ -70,6 +70,14 @@ impl Caller {
         self.0.as_ref().is_none_or(Principal::is_admin)
     }
 
+    /// The namespaces the caller may see.
+    async fn visibility(&self, app: &AppState) -> ApiResult<Visibility> {
+        match &self.0 {
+            None => Ok(Visibility::All),
+            Some(p) => Ok(app.gate.authz.visibility(p).await?),
+        }
+    }
+
     fn require_admin(&self) -> ApiResult<()> {
         if self.is_admin() {
             Ok(())
@@ -82,12 +90,7 @@ impl Caller {
         match &self.0 {
             None => Ok(()),
             Some(p) => {
-                let ok = app
-                    .gate
-                    .authz
-                    .manages(p, ns)
-                    .await
-                    .map_err(|e| ApiError::internal(&e))?;
+                let ok = app.gate.authz.manages(p, ns).await?;
                 if ok {
                     Ok(())
                 } else {
@@ -121,6 +124,14 @@ fn challenge() -> ApiError {
         header::WWW_AUTHENTICATE,
         "Basic realm=\"berth\", charset=\"UTF-8\"",
     )
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> ApiResult<Caller> {
+        caller(app, parts).await
+    }
 }
 
 async fn caller(app: &AppState, parts: &Parts) -> ApiResult<Caller> {
@@ -159,11 +170,6 @@ async fn read_json<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid JSON body: {e}")))
 }
 
-fn rfc3339(t: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
 fn ok(status: StatusCode, v: Value) -> Response {
     json_response(status, v.to_string())
 }
@@ -176,22 +182,12 @@ fn member_json(m: &MemberRecord) -> Value {
     json!({ "user": m.user, "role": m.role, "created_at": rfc3339(m.created_at) })
 }
 
-pub fn token_state(t: &TokenRecord) -> &'static str {
-    if t.revoked_at.is_some() {
-        "revoked"
-    } else if !t.live_at(now()) {
-        "expired"
-    } else {
-        "active"
-    }
-}
-
 fn token_json(t: &TokenRecord) -> Value {
     json!({
         "namespace": t.namespace,
         "name": t.name,
         "access": t.access,
-        "state": token_state(t),
+        "state": t.state_at(now()),
         "created_at": rfc3339(t.created_at),
         "expires_at": t.expires_at.map(rfc3339),
         "last_used_at": t.last_used_at.map(rfc3339),
@@ -199,71 +195,64 @@ fn token_json(t: &TokenRecord) -> Value {
     })
 }
 
-fn user_error(e: UserError) -> ApiError {
-    match e {
-        UserError::InvalidName(_) | UserError::Password(_) | UserError::Htpasswd { .. } => {
-            invalid(e.to_string())
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::InvalidName(_) | UserError::Password(_) | UserError::Htpasswd { .. } => {
+                invalid(e.to_string())
+            }
+            UserError::Exists(_) => conflict(e.to_string()),
+            UserError::Unknown(_) => not_found(e.to_string()),
+            UserError::Store(e) => ApiError::internal(&e),
         }
-        UserError::Exists(_) => conflict(e.to_string()),
-        UserError::Unknown(_) => not_found(e.to_string()),
-        UserError::Store(e) => ApiError::internal(&e),
     }
 }
 
-fn namespace_error(e: NamespaceError) -> ApiError {
-    match e {
-        NamespaceError::Invalid(_) => invalid(e.to_string()),
-        NamespaceError::Exists(_) => conflict(e.to_string()),
-        NamespaceError::Unknown(_)
-        | NamespaceError::UnknownUser(_)
-        | NamespaceError::NotMember { .. } => not_found(e.to_string()),
-        NamespaceError::Store(e) => ApiError::internal(&e),
-    }
-}
-
-fn token_error(e: TokenError) -> ApiError {
-    match e {
-        TokenError::InvalidName(_)
-        | TokenError::InvalidNamespace(_)
-        | TokenError::InvalidAccess(_) => invalid(e.to_string()),
-        TokenError::Exists { .. } => conflict(e.to_string()),
-        TokenError::NoNamespace(_) | TokenError::Unknown { .. } => not_found(e.to_string()),
-        TokenError::Store(e) => ApiError::internal(&e),
-    }
-}
-
-fn respond(r: ApiResult) -> Response {
-    r.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn me(State(app): AppRef, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            let c = caller(&app, &parts).await?;
-            let v = match &c.0 {
-                None => json!({ "name": null, "admin": true, "auth": "none" }),
-                Some(Principal::User { name, admin }) => json!({ "name": name, "admin": admin }),
-                Some(p) => json!({ "name": p.describe(), "admin": false }),
-            };
-            Ok(ok(StatusCode::OK, v))
+impl From<NamespaceError> for ApiError {
+    fn from(e: NamespaceError) -> Self {
+        match e {
+            NamespaceError::Invalid(_) => invalid(e.to_string()),
+            NamespaceError::Exists(_) => conflict(e.to_string()),
+            NamespaceError::Unknown(_)
+            | NamespaceError::UnknownUser(_)
+            | NamespaceError::NotMember { .. } => not_found(e.to_string()),
+            NamespaceError::Store(e) => ApiError::internal(&e),
         }
-        .await,
-    )
+    }
 }
 
-async fn list_users(State(app): AppRef, req: Request) -> Response {
-    respond(async {
-        let (parts, _) = req.into_parts();
-        caller(&app, &parts).await?.require_admin()?;
-        let users = app.users.list().await.map_err(user_error)?;
-        let v: Vec<Value> = users
-            .iter()
-            .map(|u| json!({ "name": u.name, "admin": u.admin, "created_at": rfc3339(u.created_at) }))
-            .collect();
-        Ok(ok(StatusCode::OK, json!({ "users": v })))
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::InvalidName(_)
+            | TokenError::InvalidNamespace(_)
+            | TokenError::InvalidAccess(_) => invalid(e.to_string()),
+            TokenError::Exists { .. } => conflict(e.to_string()),
+            TokenError::NoNamespace(_) | TokenError::Unknown { .. } => not_found(e.to_string()),
+            TokenError::Store(e) => ApiError::internal(&e),
+        }
     }
-    .await)
+}
+
+async fn me(c: Caller) -> ApiResult {
+    let v = match &c.0 {
+        None => json!({ "name": null, "admin": true, "auth": "none" }),
+        Some(Principal::User { name, admin }) => json!({ "name": name, "admin": admin }),
+        Some(p) => json!({ "name": p.describe(), "admin": false }),
+    };
+    Ok(ok(StatusCode::OK, v))
+}
+
+async fn list_users(State(app): AppRef, c: Caller) -> ApiResult {
+    c.require_admin()?;
+    let v: Vec<Value> = app
+        .users
+        .list()
+        .await?
+        .iter()
+        .map(|u| json!({ "name": u.name, "admin": u.admin, "created_at": rfc3339(u.created_at) }))
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "users": v })))
 }
 
 #[derive(Deserialize)]
@@ -275,66 +264,37 @@ struct NewUser {
     admin: bool,
 }
 
-async fn add_user(State(app): AppRef, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, body) = req.into_parts();
-            caller(&app, &parts).await?.require_admin()?;
-            let u: NewUser = read_json(body).await?;
-            let name: UserName = u.name.parse().map_err(user_error)?;
-            if u.password.is_empty() {
-                return Err(invalid("password must not be empty".into()));
-            }
-            app.users
-                .add(&name, &u.password, u.admin)
-                .await
-                .map_err(user_error)?;
-            Ok(ok(
-                StatusCode::CREATED,
-                json!({ "name": name.as_str(), "admin": u.admin }),
-            ))
-        }
-        .await,
-    )
+async fn add_user(State(app): AppRef, c: Caller, body: Body) -> ApiResult {
+    c.require_admin()?;
+    let u: NewUser = read_json(body).await?;
+    let name: UserName = u.name.parse()?;
+    if u.password.is_empty() {
+        return Err(invalid("password must not be empty".into()));
+    }
+    app.users.add(&name, &u.password, u.admin).await?;
+    Ok(ok(
+        StatusCode::CREATED,
+        json!({ "name": name.as_str(), "admin": u.admin }),
+    ))
 }
 
-async fn delete_user(State(app): AppRef, Path(name): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            caller(&app, &parts).await?.require_admin()?;
-            let name: UserName = name.parse().map_err(user_error)?;
-            app.users.delete(&name).await.map_err(user_error)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
-    )
+async fn delete_user(State(app): AppRef, c: Caller, Path(name): Path<String>) -> ApiResult {
+    c.require_admin()?;
+    app.users.delete(&name.parse()?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_namespaces(State(app): AppRef, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            let c = caller(&app, &parts).await?;
-            let visible = match &c.0 {
-                None => Visibility::All,
-                Some(p) => app
-                    .gate
-                    .authz
-                    .visibility(p)
-                    .await
-                    .map_err(|e| ApiError::internal(&e))?,
-            };
-            let all = app.namespaces.list().await.map_err(namespace_error)?;
-            let v: Vec<Value> = all
-                .iter()
-                .filter(|n| visible.shows(&n.name))
-                .map(namespace_json)
-                .collect();
-            Ok(ok(StatusCode::OK, json!({ "namespaces": v })))
-        }
-        .await,
-    )
+async fn list_namespaces(State(app): AppRef, c: Caller) -> ApiResult {
+    let visible = c.visibility(&app).await?;
+    let v: Vec<Value> = app
+        .namespaces
+        .list()
+        .await?
+        .iter()
+        .filter(|n| visible.shows(&n.name))
+        .map(namespace_json)
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "namespaces": v })))
 }
 
 #[derive(Deserialize)]
@@ -345,44 +305,21 @@ struct NewNamespace {
     public: bool,
 }
 
-async fn create_namespace(State(app): AppRef, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, body) = req.into_parts();
-            caller(&app, &parts).await?.require_admin()?;
-            let n: NewNamespace = read_json(body).await?;
-            let rec = app
-                .namespaces
-                .create(&n.name, n.public)
-                .await
-                .map_err(namespace_error)?;
-            Ok(ok(StatusCode::CREATED, namespace_json(&rec)))
-        }
-        .await,
-    )
+async fn create_namespace(State(app): AppRef, c: Caller, body: Body) -> ApiResult {
+    c.require_admin()?;
+    let n: NewNamespace = read_json(body).await?;
+    let rec = app.namespaces.create(&n.name, n.public).await?;
+    Ok(ok(StatusCode::CREATED, namespace_json(&rec)))
 }
 
-async fn get_namespace(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            let c = caller(&app, &parts).await?;
-            if let Some(p) = &c.0 {
-                let visible = app
-                    .gate
-                    .authz
-                    .visibility(p)
-                    .await
-                    .map_err(|e| ApiError::internal(&e))?;
-                if !visible.shows(&ns) {
-                    return Err(not_found(format!("no namespace named {ns}")));
-                }
-            }
-            let rec = app.namespaces.get(&ns).await.map_err(namespace_error)?;
-            Ok(ok(StatusCode::OK, namespace_json(&rec)))
-        }
-        .await,
-    )
+async fn get_namespace(State(app): AppRef, c: Caller, Path(ns): Path<String>) -> ApiResult {
+    if !c.visibility(&app).await?.shows(&ns) {
+        return Err(not_found(format!("no namespace named {ns}")));
+    }
+    Ok(ok(
+        StatusCode::OK,
+        namespace_json(&app.namespaces.get(&ns).await?),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -391,52 +328,37 @@ struct NamespaceUpdate {
     public: bool,
 }
 
-async fn update_namespace(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, body) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            let u: NamespaceUpdate = read_json(body).await?;
-            app.namespaces
-                .set_public(&ns, u.public)
-                .await
-                .map_err(namespace_error)?;
-            let rec = app.namespaces.get(&ns).await.map_err(namespace_error)?;
-            Ok(ok(StatusCode::OK, namespace_json(&rec)))
-        }
-        .await,
-    )
+async fn update_namespace(
+    State(app): AppRef,
+    c: Caller,
+    Path(ns): Path<String>,
+    body: Body,
+) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    let u: NamespaceUpdate = read_json(body).await?;
+    app.namespaces.set_public(&ns, u.public).await?;
+    Ok(ok(
+        StatusCode::OK,
+        namespace_json(&app.namespaces.get(&ns).await?),
+    ))
 }
 
-async fn delete_namespace(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            caller(&app, &parts).await?.require_admin()?;
-            app.namespaces.delete(&ns).await.map_err(namespace_error)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
-    )
+async fn delete_namespace(State(app): AppRef, c: Caller, Path(ns): Path<String>) -> ApiResult {
+    c.require_admin()?;
+    app.namespaces.delete(&ns).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_members(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            let members = app.namespaces.members(&ns).await.map_err(namespace_error)?;
-            let v: Vec<Value> = members.iter().map(member_json).collect();
-            Ok(ok(StatusCode::OK, json!({ "members": v })))
-        }
-        .await,
-    )
+async fn list_members(State(app): AppRef, c: Caller, Path(ns): Path<String>) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    let v: Vec<Value> = app
+        .namespaces
+        .members(&ns)
+        .await?
+        .iter()
+        .map(member_json)
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "members": v })))
 }
 
 #[derive(Deserialize)]
@@ -447,68 +369,40 @@ struct MemberUpdate {
 
 async fn set_member(
     State(app): AppRef,
+    c: Caller,
     Path((ns, user)): Path<(String, String)>,
-    req: Request,
-) -> Response {
-    respond(
-        async {
-            let (parts, body) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            let m: MemberUpdate = read_json(body).await?;
-            let role = app
-                .namespaces
-                .set_member(&ns, &user, &m.role)
-                .await
-                .map_err(namespace_error)?;
-            Ok(ok(
-                StatusCode::OK,
-                json!({ "namespace": ns, "user": user, "role": role.as_str() }),
-            ))
-        }
-        .await,
-    )
+    body: Body,
+) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    let m: MemberUpdate = read_json(body).await?;
+    let role = app.namespaces.set_member(&ns, &user, &m.role).await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "namespace": ns, "user": user, "role": role.as_str() }),
+    ))
 }
 
 async fn remove_member(
     State(app): AppRef,
+    c: Caller,
     Path((ns, user)): Path<(String, String)>,
-    req: Request,
-) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            app.namespaces
-                .remove_member(&ns, &user)
-                .await
-                .map_err(namespace_error)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
-    )
+) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    app.namespaces.remove_member(&ns, &user).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_tokens(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            app.namespaces.get(&ns).await.map_err(namespace_error)?;
-            let tokens = app.tokens.list(Some(&ns)).await.map_err(token_error)?;
-            let v: Vec<Value> = tokens.iter().map(token_json).collect();
-            Ok(ok(StatusCode::OK, json!({ "tokens": v })))
-        }
-        .await,
-    )
+async fn list_tokens(State(app): AppRef, c: Caller, Path(ns): Path<String>) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    app.namespaces.get(&ns).await?;
+    let v: Vec<Value> = app
+        .tokens
+        .list(Some(&ns))
+        .await?
+        .iter()
+        .map(token_json)
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "tokens": v })))
 }
 
 #[derive(Deserialize)]
@@ -521,51 +415,33 @@ struct NewToken {
     expires: Option<String>,
 }
 
-async fn create_token(State(app): AppRef, Path(ns): Path<String>, req: Request) -> Response {
-    respond(
-        async {
-            let (parts, body) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            let t: NewToken = read_json(body).await?;
-            let lifetime = t
-                .expires
-                .as_deref()
-                .map(|s| {
-                    humantime::parse_duration(s)
-                        .map_err(|e| invalid(format!("invalid expires {s:?}: {e}")))
-                })
-                .transpose()?;
-            let (rec, secret) = app
-                .tokens
-                .create(&ns, &t.name, &t.access, lifetime)
-                .await
-                .map_err(token_error)?;
-            let mut v = token_json(&rec);
-            v["secret"] = json!(secret);
-            Ok(ok(StatusCode::CREATED, v))
-        }
-        .await,
-    )
+async fn create_token(
+    State(app): AppRef,
+    c: Caller,
+    Path(ns): Path<String>,
+    body: Body,
+) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    let t: NewToken = read_json(body).await?;
+    let lifetime = t
+        .expires
+        .as_deref()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| invalid(format!("invalid expires {s:?}: {e}")))
+        })
+        .transpose()?;
+    let (rec, secret) = app.tokens.create(&ns, &t.name, &t.access, lifetime).await?;
+    let mut v = token_json(&rec);
+    v["secret"] = json!(secret);
+    Ok(ok(StatusCode::CREATED, v))
 }
 
 async fn revoke_token(
     State(app): AppRef,
+    c: Caller,
     Path((ns, name)): Path<(String, String)>,
-    req: Request,
-) -> Response {
-    respond(
-        async {
-            let (parts, _) = req.into_parts();
-            caller(&app, &parts)
-                .await?
-                .require_manager(&app, &ns)
-                .await?;
-            app.tokens.revoke(&ns, &name).await.map_err(token_error)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
-    )
+) -> ApiResult {
+    c.require_manager(&app, &ns).await?;
+    app.tokens.revoke(&ns, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

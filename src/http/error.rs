@@ -197,6 +197,12 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<crate::metadata::MetadataError> for ApiError {
+    fn from(e: crate::metadata::MetadataError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({ "code": self.code.as_str(), "message": self.message });

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::jwt::{ClaimAccess, Signer, TokenUse};
 use crate::auth::scope::parse_scopes;
 use crate::auth::{AuthError, Identity};
+use crate::metadata::rfc3339;
 
 use super::auth::{client_addr, throttled};
 use super::error::{ApiError, ApiResult, Code};
@@ -45,11 +46,6 @@ fn check_service(signer: &Signer, q: &Query) -> ApiResult<()> {
         ))),
         _ => Ok(()),
     }
-}
-
-fn rfc3339(t: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 fn scope_string(access: &[ClaimAccess]) -> String {

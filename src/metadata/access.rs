@@ -42,6 +42,17 @@ impl TokenRecord {
     pub fn live_at(&self, t: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| t < e)
     }
+
+    /// `active`, `expired` or `revoked` at time `t`.
+    pub fn state_at(&self, t: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.live_at(t) {
+            "active"
+        } else {
+            "expired"
+        }
+    }
 }
 
 #[async_trait]

@@ -142,3 +142,9 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// Seconds since the Unix epoch as an RFC 3339 UTC time, for listings and API responses.
+pub fn rfc3339(t: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
