@@ -5,9 +5,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
-use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::AccessTokens;
@@ -15,7 +14,7 @@ use berth::auth::Users;
 use berth::config::{AuthMode, Config};
 use berth::metadata::sqlite::SqliteMetadata;
 use common::*;
-use reqwest::{Client, Method, Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 type Creds<'a> = (&'a str, &'a str);
@@ -36,30 +35,6 @@ struct Env {
     ci: String,
 }
 
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn client_with(authorization: Option<&str>) -> Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(a) = authorization {
-        headers.insert("authorization", a.parse().unwrap());
-    }
-    Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers)
-        .build()
-        .unwrap()
-}
-
 /// A registry in `mode` with users root (admin), nsadmin (admin of team-a), dev (developer
 /// in team-a) and outsider; namespaces team-a, team-b (private) and pub (public); the CI token
 /// team-a/ci.
@@ -74,11 +49,7 @@ async fn fixture_with(mode: AuthMode, modify: impl FnOnce(&mut Config)) -> Env {
         modify(c);
     })
     .await;
-    let meta = Arc::new(
-        SqliteMetadata::open(&s.config.data_dir.join("berth.db"))
-            .await
-            .expect("open the server's database"),
-    );
+    let meta = s.db().await;
     let users = Users::new(meta.clone());
     futures::future::join_all(
         [
@@ -167,8 +138,8 @@ impl Env {
     }
 
     /// The Authorization header for Basic credentials.
-    fn basic(&self, (u, p): Creds<'_>) -> String {
-        basic(u, p)
+    fn basic_auth(&self, (u, p): Creds<'_>) -> String {
+        basic_auth(u, p)
     }
 
     /// A bearer token from the token service (token mode), for the admin API.
@@ -203,14 +174,14 @@ impl Env {
         if resp.status() != StatusCode::ACCEPTED {
             return resp.status();
         }
-        self.s.client = client_with(Some(auth));
+        self.s.client = client_with_auth(Some(auth));
         let img = self.s.image(repo, 1).await;
         let status = self
             .s
             .put_manifest(repo, tag, &img.media_type, &img.manifest)
             .await
             .status();
-        self.s.client = client_with(None);
+        self.s.client = client_with_auth(None);
         status
     }
 
@@ -476,7 +447,7 @@ async fn run_matrix(env: &Env, auth: &[Option<String>; 6]) {
     }
 
     // Only the allowed requests changed anything.
-    let root = basic(ROOT.0, ROOT.1);
+    let root = basic_auth(ROOT.0, ROOT.1);
     let users = env
         .expect(Method::GET, "/api/v1/users", &root, None, StatusCode::OK)
         .await;
@@ -547,12 +518,12 @@ async fn run_matrix(env: &Env, auth: &[Option<String>; 6]) {
 async fn permission_matrix_basic_mode() {
     let env = fixture(AuthMode::Basic).await;
     let auth = [
-        Some(basic(ROOT.0, ROOT.1)),
-        Some(basic(NSADMIN.0, NSADMIN.1)),
-        Some(basic(DEV.0, DEV.1)),
-        Some(basic("ci", &env.ci)),
+        Some(basic_auth(ROOT.0, ROOT.1)),
+        Some(basic_auth(NSADMIN.0, NSADMIN.1)),
+        Some(basic_auth(DEV.0, DEV.1)),
+        Some(basic_auth("ci", &env.ci)),
         None,
-        Some(basic(ROOT.0, "wrong")),
+        Some(basic_auth(ROOT.0, "wrong")),
     ];
     run_matrix(&env, &auth).await;
 }
@@ -586,7 +557,7 @@ async fn me_names_the_caller() {
             .expect(
                 Method::GET,
                 "/api/v1/me",
-                &basic(u, p),
+                &basic_auth(u, p),
                 None,
                 StatusCode::OK,
             )
@@ -605,7 +576,7 @@ async fn me_names_the_caller() {
 #[tokio::test]
 async fn users_add_list_delete_and_effects() {
     let mut env = fixture(AuthMode::Basic).await;
-    let root = env.basic(ROOT);
+    let root = env.basic_auth(ROOT);
 
     let v = env
         .expect(Method::GET, "/api/v1/users", &root, None, StatusCode::OK)
@@ -630,7 +601,7 @@ async fn users_add_list_delete_and_effects() {
         )
         .await;
     assert_eq!(v, json!({ "name": "carol", "admin": false }));
-    let carol = basic("carol", "carol-pw");
+    let carol = basic_auth("carol", "carol-pw");
     let me = env
         .expect(Method::GET, "/api/v1/me", &carol, None, StatusCode::OK)
         .await;
@@ -656,7 +627,7 @@ async fn users_add_list_delete_and_effects() {
         StatusCode::CREATED,
     )
     .await;
-    let boss = basic("boss", "boss-pw");
+    let boss = basic_auth("boss", "boss-pw");
     assert_eq!(
         env.try_push(&boss, "team-b/app", "v1").await,
         StatusCode::CREATED
@@ -687,8 +658,8 @@ async fn users_add_list_delete_and_effects() {
 #[tokio::test]
 async fn namespaces_crud_and_effects() {
     let mut env = fixture(AuthMode::Basic).await;
-    let root = env.basic(ROOT);
-    let dev = env.basic(DEV);
+    let root = env.basic_auth(ROOT);
+    let dev = env.basic_auth(DEV);
 
     let v = env
         .expect(
@@ -829,7 +800,7 @@ async fn namespaces_crud_and_effects() {
             StatusCode::CREATED,
         )
         .await;
-    let deploy = basic("deploy", t["secret"].as_str().unwrap());
+    let deploy = basic_auth("deploy", t["secret"].as_str().unwrap());
     assert_eq!(
         env.pull_status(Some(&deploy), "team-c/app", "v1").await,
         StatusCode::OK
@@ -878,7 +849,7 @@ async fn namespaces_crud_and_effects() {
 #[tokio::test]
 async fn namespace_admin_patches_visibility() {
     let mut env = fixture(AuthMode::Basic).await;
-    let root = env.basic(ROOT);
+    let root = env.basic_auth(ROOT);
     assert_eq!(
         env.try_push(&root, "team-a/app", "v1").await,
         StatusCode::CREATED
@@ -887,7 +858,7 @@ async fn namespace_admin_patches_visibility() {
         .expect(
             Method::PATCH,
             "/api/v1/namespaces/team-a",
-            &env.basic(NSADMIN),
+            &env.basic_auth(NSADMIN),
             Some(json!({ "public": true })),
             StatusCode::OK,
         )
@@ -905,11 +876,12 @@ async fn namespace_admin_patches_visibility() {
 #[tokio::test]
 async fn members_set_change_remove_and_effects() {
     let mut env = fixture(AuthMode::Basic).await;
-    let admin = env.basic(NSADMIN);
+    let admin = env.basic_auth(NSADMIN);
     env.add_user("dev2", "dev2-pw").await;
-    let dev2 = basic("dev2", "dev2-pw");
+    let dev2 = basic_auth("dev2", "dev2-pw");
     assert_eq!(
-        env.try_push(&env.basic(ROOT), "team-a/app", "v1").await,
+        env.try_push(&env.basic_auth(ROOT), "team-a/app", "v1")
+            .await,
         StatusCode::CREATED
     );
     assert_eq!(
@@ -1050,7 +1022,7 @@ async fn members_set_change_remove_and_effects() {
 #[tokio::test]
 async fn tokens_create_list_revoke_and_effects() {
     let mut env = fixture(AuthMode::Basic).await;
-    let admin = env.basic(NSADMIN);
+    let admin = env.basic_auth(NSADMIN);
     let path = "/api/v1/namespaces/team-a/tokens";
 
     let v = env
@@ -1075,7 +1047,7 @@ async fn tokens_create_list_revoke_and_effects() {
     assert_eq!(rfc3339_secs(&v["expires_at"]) - created, 90 * 86400);
     let secret = v["secret"].as_str().expect("the secret, once").to_string();
     assert!(secret.starts_with("berth_"), "{secret}");
-    let deploy = basic("deploy", &secret);
+    let deploy = basic_auth("deploy", &secret);
 
     // read-write: push and pull in team-a, not delete, nothing in team-b.
     assert_eq!(
@@ -1191,7 +1163,7 @@ async fn tokens_create_list_revoke_and_effects() {
     assert_ne!(v["secret"].as_str().unwrap(), secret);
     let resp = env.call(Method::GET, "/v2/", Some(&deploy), None).await;
     assert_envelope(resp, StatusCode::UNAUTHORIZED, "old secret").await;
-    let fresh = basic("deploy", v["secret"].as_str().unwrap());
+    let fresh = basic_auth("deploy", v["secret"].as_str().unwrap());
     assert_eq!(
         env.pull_status(Some(&fresh), "team-a/app", "v1").await,
         StatusCode::OK
@@ -1208,7 +1180,7 @@ async fn tokens_create_list_revoke_and_effects() {
 #[tokio::test]
 async fn error_statuses() {
     let env = fixture(AuthMode::Basic).await;
-    let root = env.basic(ROOT);
+    let root = env.basic_auth(ROOT);
     let long_pw = format!(r#"{{"name":"longpw","password":"{}"}}"#, "x".repeat(73));
     use Method as M;
     let cases: Vec<(Method, &str, Option<&str>, u16)> = vec![
@@ -1510,7 +1482,7 @@ async fn token_mode_bearer_and_basic() {
         .expect(
             Method::GET,
             "/api/v1/me",
-            &env.basic(NSADMIN),
+            &env.basic_auth(NSADMIN),
             None,
             StatusCode::OK,
         )

@@ -17,14 +17,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use base64::Engine;
 use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::AccessTokens;
 use berth::auth::Users;
 use berth::config::AuthMode;
-use berth::metadata::sqlite::SqliteMetadata;
 use common::*;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, Method, Response, StatusCode};
@@ -496,11 +495,7 @@ impl World {
         })
         .await;
         // Accounts go straight into the server's database (it ran the migrations already).
-        let meta = Arc::new(
-            SqliteMetadata::open(&s.config.data_dir.join("berth.db"))
-                .await
-                .expect("open the server's database"),
-        );
+        let meta = s.db().await;
         let users = Users::new(meta.clone());
         let namespaces = Namespaces::new(meta.clone(), meta.clone());
         let tokens = AccessTokens::new(meta.clone());

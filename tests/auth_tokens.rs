@@ -21,9 +21,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::{new_secret, secret_hash, AccessTokens};
@@ -60,30 +60,6 @@ struct Env {
     meta: Arc<SqliteMetadata>,
 }
 
-fn plain_client(authorization: Option<&str>) -> Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(a) = authorization {
-        headers.insert("authorization", a.parse().unwrap());
-    }
-    Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers)
-        .build()
-        .unwrap()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 impl Env {
     async fn start(mode: AuthMode, modify: impl FnOnce(&mut Config)) -> Env {
         let s = TestServer::start_with(|c| {
@@ -91,11 +67,7 @@ impl Env {
             modify(c);
         })
         .await;
-        let meta = Arc::new(
-            SqliteMetadata::open(&s.config.data_dir.join("berth.db"))
-                .await
-                .expect("open the server's database"),
-        );
+        let meta = s.db().await;
         Env { s, meta }
     }
 
@@ -150,7 +122,7 @@ impl Env {
     /// Replaces the harness client by one sending `authorization` on every request (`None`:
     /// no credentials), so the harness's push helpers act as a given principal.
     fn set_auth(&mut self, authorization: Option<&str>) {
-        self.s.client = plain_client(authorization);
+        self.s.client = client_with_auth(authorization);
     }
 
     /// The Authorization header value a user presents in this server's mode: Basic
@@ -161,7 +133,7 @@ impl Env {
                 "Bearer {}",
                 self.token(Some((user, password)), scopes).await
             ),
-            _ => basic(user, password),
+            _ => basic_auth(user, password),
         }
     }
 
@@ -940,7 +912,7 @@ async fn malformed_bearer_tokens_are_rejected() {
     }
 
     // Not a bearer token at all: the plain challenge (no token to call invalid).
-    let basic_creds = basic(DEV.0, DEV.1);
+    let basic_creds = basic_auth(DEV.0, DEV.1);
     for auth in ["Bearer", "Bearer ", basic_creds.as_str(), "Digest abc"] {
         let resp = get_manifest(&env, "team-a/app", "v1", Some(auth)).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
@@ -1750,7 +1722,7 @@ async fn ci_token_basic_mode() {
     env.push_image_as(ROOT, "team-a/app", "v1").await;
     env.push_image_as(ROOT, "team-b/app", "v1").await;
     let secret = env.ci_token("team-a", "ci", "read", None).await;
-    let auth = basic("ci", &secret);
+    let auth = basic_auth("ci", &secret);
     let resp = get_manifest(&env, "team-a/app", "v1", Some(&auth)).await;
     expect_status(resp, StatusCode::OK).await;
     let resp = get_manifest(&env, "team-b/app", "v1", Some(&auth)).await;
@@ -1763,7 +1735,7 @@ async fn ci_token_basic_mode() {
     )
     .await;
     assert_error(resp, StatusCode::FORBIDDEN, "DENIED").await;
-    let resp = get_manifest(&env, "team-a/app", "v1", Some(&basic("cj", &secret))).await;
+    let resp = get_manifest(&env, "team-a/app", "v1", Some(&basic_auth("cj", &secret))).await;
     assert_error(resp, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     assert!(env
         .token_record("team-a", "ci")

@@ -564,3 +564,46 @@ pub fn berth_cli(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An `Authorization: Basic` header value.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A client that sends `authorization` (if any) on every request and follows no redirects.
+pub fn client_with_auth(authorization: Option<&str>) -> Client {
+    let mut headers = HeaderMap::new();
+    if let Some(a) = authorization {
+        headers.insert("authorization", a.parse().unwrap());
+    }
+    Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl TestServer {
+    /// A second handle on the server's database (it ran the migrations already), for setting
+    /// up users, namespaces and tokens behind the server's back, as the CLI does.
+    pub async fn db(&self) -> std::sync::Arc<berth::metadata::sqlite::SqliteMetadata> {
+        std::sync::Arc::new(
+            berth::metadata::sqlite::SqliteMetadata::open(&self.config.data_dir.join("berth.db"))
+                .await
+                .expect("open the server's database"),
+        )
+    }
+}
