@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
 use common::berth_cli as berth;
 use reqwest::StatusCode;
 
@@ -22,34 +20,6 @@ fn fails(args: &[&str], d: &str) -> String {
     let (ok, _, err) = berth(&all, None);
     assert!(!ok, "berth {args:?} should fail");
     err
-}
-
-/// Starts `berth serve --auth basic` on the data dir and waits for "berth ready".
-fn serve_basic(d: &str) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--auth", "basic", "--addr", &addr, "--data-dir", d])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(n > 0, "server exited before it was ready");
-        if line.contains("berth ready") {
-            break;
-        }
-    }
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (server, format!("http://{addr}"))
 }
 
 #[test]
@@ -115,7 +85,7 @@ async fn tokens_apply_to_a_running_server_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     ok(&["namespace", "create", "team-a"], d);
-    let (mut server, base) = serve_basic(d);
+    let (mut server, base) = common::spawn_serve(&["--auth", "basic", "--data-dir", d]);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // The secret is alone on the last line of stdout, as scripts rely on.

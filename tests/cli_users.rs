@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::berth_cli as berth;
 
 #[test]
@@ -134,27 +132,7 @@ fn htpasswd_import_accepts_bcrypt_only() {
 fn users_can_be_managed_while_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--addr", &addr, "--data-dir", d])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(n > 0, "server exited before it was ready");
-        if line.contains("berth ready") {
-            break;
-        }
-    }
+    let (mut server, _) = common::spawn_serve(&["--data-dir", d]);
     let (ok, _, err) = berth(
         &["user", "add", "dana", "--password-stdin", "--data-dir", d],
         Some("pw\n"),

@@ -607,3 +607,32 @@ impl TestServer {
         )
     }
 }
+
+/// Starts `berth serve --addr 127.0.0.1:<free port> ARGS...` as a process and returns it with
+/// its base URL once it logs "berth ready"; its log is drained so it never blocks on a pipe.
+pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--addr", &addr])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "server exited before it was ready");
+        if line.contains("berth ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (server, format!("http://{addr}"))
+}
