@@ -68,11 +68,17 @@ pub struct TokenConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    /// Failed logins (per user name, and per client address) before attempts are refused.
+    /// Failed passwords for one user name from one client address before that pair is
+    /// refused. Other users, access tokens and other addresses are not affected.
     pub max_failures: u32,
-    /// The longest an address or user is refused for; the block doubles with each further
-    /// failure up to this.
+    /// The first block of a (user, address) pair; it doubles with each further failure.
+    pub block_secs: u64,
+    /// The longest a (user, address) pair is refused for.
     pub max_block_secs: u64,
+    /// Failures from one client address (any user names, and wrong access-token secrets)
+    /// within `address_window_secs` before password logins from it are refused.
+    pub address_max_failures: u32,
+    pub address_window_secs: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -112,8 +118,11 @@ impl Default for TokenConfig {
 impl Default for ThrottleConfig {
     fn default() -> Self {
         ThrottleConfig {
-            max_failures: 5,
-            max_block_secs: 300,
+            max_failures: 10,
+            block_secs: 30,
+            max_block_secs: 900,
+            address_max_failures: 100,
+            address_window_secs: 900,
         }
     }
 }
@@ -309,9 +318,15 @@ impl Config {
                 ));
             }
         }
-        if self.auth.throttle.max_failures == 0 {
+        let t = &self.auth.throttle;
+        if t.max_failures == 0 || t.address_max_failures == 0 {
             return Err(ConfigError::Invalid(
-                "auth.throttle.max_failures must be positive".into(),
+                "auth.throttle.max_failures and address_max_failures must be positive".into(),
+            ));
+        }
+        if t.block_secs == 0 || t.max_block_secs < t.block_secs || t.address_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.throttle: block_secs and address_window_secs must be positive, and max_block_secs at least block_secs".into(),
             ));
         }
         if self
@@ -344,6 +359,18 @@ impl Config {
     /// True when the server speaks TLS.
     pub fn tls_enabled(&self) -> bool {
         self.tls.self_signed || self.tls.cert.is_some()
+    }
+
+    /// The login throttle's limits.
+    pub fn throttle_limits(&self) -> crate::auth::throttle::Limits {
+        let t = &self.auth.throttle;
+        crate::auth::throttle::Limits {
+            pair_max_failures: t.max_failures,
+            first_block: Duration::from_secs(t.block_secs),
+            max_block: Duration::from_secs(t.max_block_secs),
+            address_max_failures: t.address_max_failures,
+            address_window: Duration::from_secs(t.address_window_secs),
+        }
     }
 
     pub fn to_yaml(&self) -> String {

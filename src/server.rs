@@ -19,6 +19,7 @@ use crate::config::{AuthMode, Config, StorageConfig};
 use crate::http::auth::Gate;
 use crate::http::{self, AppState, HttpSettings, Peer, PlainListener};
 use crate::metadata::cached::CachedMetadata;
+use crate::metadata::cached_access::CachedAccess;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::registry::{Policy, Registry};
 use crate::storage::fs::FsStorage;
@@ -29,6 +30,7 @@ pub struct App {
     pub registry: Arc<Registry>,
     state: Arc<AppState>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
+    access: Arc<CachedAccess<SqliteMetadata>>,
     /// Held for the server's lifetime: one server per data dir.
     _lock: std::fs::File,
 }
@@ -57,8 +59,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Access control as configured: authentication with throttling, authorization, and in
 /// token mode the signing key (generated on first start when absent).
-fn gate(cfg: &Config, sqlite: &Arc<SqliteMetadata>) -> anyhow::Result<Gate> {
-    let t = &cfg.auth.throttle;
+fn gate(cfg: &Config, access: &Arc<CachedAccess<SqliteMetadata>>) -> anyhow::Result<Gate> {
     let signer = match cfg.auth.mode {
         AuthMode::Token => Some(Arc::new(Signer::open(
             &cfg.token_key_path(),
@@ -72,11 +73,11 @@ fn gate(cfg: &Config, sqlite: &Arc<SqliteMetadata>) -> anyhow::Result<Gate> {
     Ok(Gate {
         mode: cfg.auth.mode,
         authn: Arc::new(Authenticator::new(
-            sqlite.clone(),
-            sqlite.clone(),
-            Throttle::new(t.max_failures, Duration::from_secs(t.max_block_secs)),
+            access.clone(),
+            access.clone(),
+            Throttle::new(cfg.throttle_limits()),
         )),
-        authz: Authorizer::new(sqlite.clone()),
+        authz: Authorizer::new(access.clone()),
         signer,
         realm: cfg.auth.token.realm.clone(),
         tls: cfg.tls_enabled(),
@@ -116,20 +117,25 @@ impl App {
         if fixed > 0 {
             tracing::info!(fixed, "reconciled upload sessions left by an unclean stop");
         }
+        // Users and access settings are read through a cache that follows the database's
+        // auth generation, so changes from the CLI or elsewhere apply within its poll.
+        let access = Arc::new(CachedAccess::new(sqlite.clone()));
+        access.refresh().await;
         let state = Arc::new(AppState {
             registry: registry.clone(),
             settings: HttpSettings {
                 chunk_min_length: cfg.uploads.chunk_min_length,
             },
-            gate: gate(cfg, &sqlite)?,
-            users: Users::new(sqlite.clone()),
-            namespaces: Namespaces::new(sqlite.clone(), sqlite.clone()),
-            tokens: AccessTokens::new(sqlite.clone()),
+            gate: gate(cfg, &access)?,
+            users: Users::new(access.clone()),
+            namespaces: Namespaces::new(access.clone(), access.clone()),
+            tokens: AccessTokens::new(access.clone()),
         });
         Ok(App {
             registry,
             state,
             meta,
+            access,
             _lock: lock,
         })
     }
@@ -161,7 +167,11 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let sweeper = tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone()));
+    let background = [
+        tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone())),
+        tokio::spawn(app.access.clone().watch(cancel.clone())),
+        tokio::spawn(sweep_throttle(app.state.clone(), cancel.clone())),
+    ];
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
     tokio::spawn(async move {
@@ -181,7 +191,9 @@ pub async fn run_with(
         }
     };
     cancel.cancel();
-    let _ = sweeper.await;
+    for task in background {
+        let _ = task.await;
+    }
     app.meta.inner().close().await;
     served
 }
@@ -213,6 +225,17 @@ where
         ),
     }
     Ok(())
+}
+
+/// Logs login blocks that ended and forgets quiet throttle entries.
+async fn sweep_throttle(state: Arc<AppState>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => state.gate.authn.sweep_throttle(),
+        }
+    }
 }
 
 /// Periodically removes upload sessions idle past the configured age.

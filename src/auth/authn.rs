@@ -19,7 +19,7 @@ use super::password;
 use super::perms::TokenAccess;
 use super::policy::Principal;
 use super::throttle::Throttle;
-use super::tokens::{secret_hash, SECRET_PREFIX};
+use super::tokens::{is_token_secret, secret_hash};
 
 /// An authenticated principal and a fingerprint of the credential it proved: tokens issued
 /// to it carry the fingerprint, so changing a password or revoking an access token
@@ -95,18 +95,33 @@ impl Authenticator {
     }
 
     /// Checks a user name and password (or token name and secret) from `addr`.
+    ///
+    /// A password with the form of an access-token secret is checked as one, and only as
+    /// one: a valid token logs in even while its address is blocked, and a wrong secret
+    /// counts toward the address's limit, never toward a user.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
         addr: IpAddr,
     ) -> Result<Identity, AuthError> {
+        if is_token_secret(password) {
+            if let Some(id) = self.check_token(user, password).await? {
+                return Ok(id);
+            }
+            self.throttle
+                .check_address(addr)
+                .map_err(AuthError::Throttled)?;
+            self.throttle.failed_address(addr);
+            tracing::info!(user, client = %addr, "failed login with an access-token secret");
+            return Err(AuthError::BadCredentials);
+        }
         self.throttle
             .check(user, addr)
             .map_err(AuthError::Throttled)?;
-        match self.check(user, password).await? {
+        match self.check_password(user, password).await? {
             Some(id) => {
-                self.throttle.succeeded(user);
+                self.throttle.succeeded(user, addr);
                 Ok(id)
             }
             None => {
@@ -117,15 +132,31 @@ impl Authenticator {
         }
     }
 
-    async fn check(&self, user: &str, password: &str) -> Result<Option<Identity>, MetadataError> {
-        if password.starts_with(SECRET_PREFIX) {
-            if let Some(t) = self.access.token_by_hash(&secret_hash(password)).await? {
-                if ct_eq(t.name.as_bytes(), user.as_bytes()) && t.live_at(now()) {
-                    self.touch(&t).await;
-                    return Ok(token_identity(&t));
-                }
-            }
+    /// Forgets blocks that ended; run periodically.
+    pub fn sweep_throttle(&self) {
+        self.throttle.sweep();
+    }
+
+    async fn check_token(
+        &self,
+        user: &str,
+        secret: &str,
+    ) -> Result<Option<Identity>, MetadataError> {
+        let Some(t) = self.access.token_by_hash(&secret_hash(secret)).await? else {
+            return Ok(None);
+        };
+        if ct_eq(t.name.as_bytes(), user.as_bytes()) && t.live_at(now()) {
+            self.touch(&t).await;
+            return Ok(token_identity(&t));
         }
+        Ok(None)
+    }
+
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, MetadataError> {
         let record = self.users.user(user).await?;
         let mac = self.mac(password);
         if let Some(r) = &record {
@@ -137,11 +168,19 @@ impl Authenticator {
                 return Ok(Some(user_identity(&r.name, r.admin, &r.password_hash)));
             }
         }
-        let stored = record.as_ref().map(|r| r.password_hash.clone());
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&pw, stored.as_deref()))
-            .await
-            .expect("password verification does not panic");
+        let mut ok = verify_off_thread(password, record.as_ref()).await;
+        let mut record = record;
+        if !ok && record.is_some() {
+            // The cached record may predate a password change made by another process: look
+            // again, and verify again only if the stored hash did change.
+            self.users.forget_user(user);
+            let fresh = self.users.user(user).await?;
+            if fresh.as_ref().map(|r| &r.password_hash) != record.as_ref().map(|r| &r.password_hash)
+            {
+                ok = verify_off_thread(password, fresh.as_ref()).await;
+                record = fresh;
+            }
+        }
         match record {
             Some(r) if ok => {
                 self.verified.lock().insert(
@@ -183,6 +222,29 @@ impl Authenticator {
         }
     }
 
+    /// The identity behind a token subject, if it still proves the credential `binding`
+    /// fingerprints. A cached answer that would refuse is checked against the database once:
+    /// what another process allowed (a re-created user or token) applies at once, what it
+    /// took away within the cache's poll.
+    pub async fn bound_identity(
+        &self,
+        subject: &str,
+        binding: &str,
+    ) -> Result<Option<Identity>, MetadataError> {
+        let found = self.identity_of(subject).await?;
+        if found.as_ref().is_some_and(|id| id.binding == binding) {
+            return Ok(found);
+        }
+        match subject.split_once('/') {
+            Some((ns, name)) => self.access.forget_token(ns, name),
+            None => self.users.forget_user(subject),
+        }
+        Ok(self
+            .identity_of(subject)
+            .await?
+            .filter(|id| id.binding == binding))
+    }
+
     /// The current identity behind a token subject (see [`Principal::subject`]), or `None`
     /// when the user or access token no longer exists or is no longer live.
     pub async fn identity_of(&self, subject: &str) -> Result<Option<Identity>, MetadataError> {
@@ -204,6 +266,18 @@ impl Authenticator {
             .await?
             .map(|r| user_identity(&r.name, r.admin, &r.password_hash)))
     }
+}
+
+/// bcrypt is CPU-bound for tens of milliseconds: keep it off the async workers.
+async fn verify_off_thread(
+    password: &str,
+    record: Option<&crate::metadata::users::UserRecord>,
+) -> bool {
+    let stored = record.map(|r| r.password_hash.clone());
+    let pw = password.to_string();
+    tokio::task::spawn_blocking(move || password::verify(&pw, stored.as_deref()))
+        .await
+        .expect("password verification does not panic")
 }
 
 fn user_identity(name: &str, admin: bool, password_hash: &str) -> Identity {
@@ -255,7 +329,11 @@ mod tests {
         let a = Authenticator::new(
             meta.clone(),
             meta.clone(),
-            Throttle::new(3, Duration::from_secs(60)),
+            Throttle::new(crate::auth::throttle::Limits {
+                pair_max_failures: 3,
+                address_max_failures: 7,
+                ..Default::default()
+            }),
         );
 
         let id = a.login("alice", "pw", LOCAL).await.unwrap();
@@ -290,12 +368,29 @@ mod tests {
             .last_used_at
             .is_some());
 
+        // Three wrong passwords block mallory from this address, not alice.
         for _ in 0..3 {
             let _ = a.login("mallory", "guess", LOCAL).await;
+        }
+        assert!(matches!(
+            a.login("mallory", "guess", LOCAL).await,
+            Err(AuthError::Throttled(_))
+        ));
+        a.login("alice", "pw2", LOCAL).await.unwrap();
+        // Wrong token secrets count toward the address (with alice's old password, the
+        // secret sent under another name and mallory's: 7 failures, blocked for passwords),
+        // yet a valid token still logs in.
+        for _ in 0..2 {
+            let wrong = crate::auth::tokens::new_secret();
+            assert!(matches!(
+                a.login("ci", &wrong, LOCAL).await,
+                Err(AuthError::BadCredentials)
+            ));
         }
         assert!(matches!(
             a.login("alice", "pw2", LOCAL).await,
             Err(AuthError::Throttled(_))
         ));
+        a.login("ci", &secret, LOCAL).await.unwrap();
     }
 }

@@ -3,19 +3,27 @@
 //! new access tokens. One key signs both: EC P-256 (ES256) or RSA (RS256), loaded from a PEM
 //! file that is generated (P-256) on first start when absent.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::metadata::now;
+use crate::oci::RepoName;
+
+use super::perms::Perms;
 
 /// Allowed clock difference when checking `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
+/// Verified access tokens remembered at most; past this the memory starts over.
+const MAX_VERIFIED: usize = 20_000;
 
 /// One `access` entry: a resource and the actions granted on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +70,52 @@ pub enum JwtError {
     Invalid(String),
 }
 
+/// What an access token grants, parsed once from its `access` claims.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub repositories: Vec<(RepoName, Perms)>,
+    pub catalog: bool,
+}
+
+impl Grants {
+    /// Unknown resource types, malformed names and unknown actions grant nothing.
+    pub fn from_claims(access: &[ClaimAccess]) -> Grants {
+        let mut g = Grants::default();
+        for a in access {
+            match a.kind.as_str() {
+                "repository" => {
+                    if let Ok(name) = a.name.parse::<RepoName>() {
+                        let p = a
+                            .actions
+                            .iter()
+                            .map(|x| Perms::from_action(x))
+                            .fold(Perms::NONE, Perms::union);
+                        g.repositories.push((name, p));
+                    }
+                }
+                "registry" if a.name == "catalog" => g.catalog = true,
+                _ => {}
+            }
+        }
+        g
+    }
+
+    /// Everything granted on `repo`.
+    pub fn on(&self, repo: &RepoName) -> Perms {
+        self.repositories
+            .iter()
+            .filter(|(n, _)| n == repo)
+            .fold(Perms::NONE, |acc, (_, p)| acc.union(*p))
+    }
+}
+
+/// A verified access token.
+#[derive(Debug)]
+pub struct AccessToken {
+    pub claims: Claims,
+    pub grants: Grants,
+}
+
 /// A signed token and its lifetime.
 pub struct Issued {
     pub token: String,
@@ -78,6 +132,10 @@ pub struct Signer {
     service: String,
     ttl: Duration,
     refresh_ttl: Duration,
+    /// Access tokens whose signature and claims were checked, by their text: a client sends
+    /// the same token on every request for minutes, and checking an ES256 signature costs
+    /// more than the rest of a manifest pull. Lifetimes are still checked on every use.
+    verified: RwLock<HashMap<Box<str>, Arc<AccessToken>>>,
 }
 
 /// A private key in the forms the JWT library wants.
@@ -186,6 +244,7 @@ impl Signer {
             service: service.to_string(),
             ttl,
             refresh_ttl,
+            verified: RwLock::new(HashMap::new()),
         })
     }
 
@@ -239,6 +298,39 @@ impl Signer {
 
     pub fn refresh_token(&self, sub: &str, binding: &str) -> anyhow::Result<Issued> {
         self.sign(sub, binding, TokenUse::Refresh, Vec::new())
+    }
+
+    /// Verifies an access token as [`Signer::verify`] does, remembering tokens that passed so
+    /// that the next use only checks their lifetime.
+    pub fn verify_access(&self, token: &str) -> Result<Arc<AccessToken>, JwtError> {
+        let hit = self.verified.read().get(token).cloned();
+        if let Some(t) = hit {
+            let now = now();
+            let leeway = LEEWAY_SECS as i64;
+            if now > t.claims.exp + leeway {
+                self.verified.write().remove(token);
+                return Err(JwtError::Expired);
+            }
+            if now + leeway < t.claims.nbf {
+                return Err(JwtError::Invalid("token is not valid yet".into()));
+            }
+            return Ok(t);
+        }
+        let claims = self.verify(token, TokenUse::Access)?;
+        let t = Arc::new(AccessToken {
+            grants: Grants::from_claims(&claims.access),
+            claims,
+        });
+        let mut map = self.verified.write();
+        if map.len() >= MAX_VERIFIED {
+            let now = now();
+            map.retain(|_, t| t.claims.exp + LEEWAY_SECS as i64 >= now);
+            if map.len() >= MAX_VERIFIED {
+                map.clear();
+            }
+        }
+        map.insert(token.into(), t.clone());
+        Ok(t)
     }
 
     /// Verifies signature, issuer, audience and lifetime, and that the token is of `want` use.
@@ -325,6 +417,62 @@ mod tests {
             Err(JwtError::Invalid(_))
         ));
         assert!(a.verify("not.a.jwt", TokenUse::Access).is_err());
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_grants_parse_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Signer::open(
+            &dir.path().join("token.key"),
+            "berth",
+            "berth",
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let access = vec![
+            ClaimAccess {
+                kind: "repository".into(),
+                name: "team/app".into(),
+                actions: vec!["pull".into(), "push".into()],
+            },
+            ClaimAccess {
+                kind: "repository".into(),
+                name: "Not A Name".into(),
+                actions: vec!["pull".into()],
+            },
+            ClaimAccess {
+                kind: "registry".into(),
+                name: "catalog".into(),
+                actions: vec!["*".into()],
+            },
+        ];
+        let t = s.access_token("alice", "b", access).unwrap();
+        let first = s.verify_access(&t.token).unwrap();
+        let again = s.verify_access(&t.token).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second use is a lookup");
+        let repo: RepoName = "team/app".parse().unwrap();
+        assert_eq!(first.grants.on(&repo), Perms::PULL.union(Perms::PUSH));
+        assert_eq!(first.grants.repositories.len(), 1);
+        assert!(first.grants.catalog);
+        // A tampered copy is not the remembered text: it is verified, and fails.
+        let mut bad = t.token.clone();
+        bad.pop();
+        assert!(s.verify_access(&bad).is_err());
+        // Past exp plus the leeway, the remembered token is refused too.
+        let mut expired = Claims::clone(&first.claims);
+        expired.exp = now() - LEEWAY_SECS as i64 - 1;
+        s.verified.write().insert(
+            "remembered".into(),
+            Arc::new(AccessToken {
+                claims: expired,
+                grants: Grants::default(),
+            }),
+        );
+        assert!(matches!(
+            s.verify_access("remembered"),
+            Err(JwtError::Expired)
+        ));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum PasswordError {
     Empty,
     #[error("password is longer than 72 bytes, which bcrypt cannot hash")]
     TooLong,
+    #[error("password has the form of an access-token secret (berth_ and 43 characters); choose another")]
+    TokenShaped,
     #[error("not a bcrypt hash (htpasswd entries must be made with `htpasswd -B`)")]
     NotBcrypt,
     #[error("hashing failed: {0}")]
@@ -26,6 +28,9 @@ pub fn hash(password: &str) -> Result<String, PasswordError> {
     }
     if password.len() > 72 {
         return Err(PasswordError::TooLong);
+    }
+    if super::tokens::is_token_secret(password) {
+        return Err(PasswordError::TokenShaped);
     }
     Ok(bcrypt::hash(password, COST)?)
 }

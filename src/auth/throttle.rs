@@ -1,102 +1,276 @@
-//! Failed-login throttling, per user name and per client address. After `max_failures`
-//! failures in a row, attempts are refused without checking the password for a block that
-//! starts at one second and doubles with each further failure, up to `max_block`. Counts are
-//! forgotten after a quiet period, and a success clears the user's count.
+//! Failed-login throttling that stops guessing without locking anyone else out.
+//!
+//! Two limits, each with its own counter:
+//! - **Per (user name, client address) pair.** After `pair_max_failures` failed passwords for
+//!   one user from one address, that pair is refused for `first_block`, doubling with each
+//!   further failure up to `max_block`. The same user from another address, and other users
+//!   from the same address, are not affected: one CI job with a stale password behind a NAT
+//!   does not take down the others, and nobody can lock a known user out from afar.
+//! - **Per client address**, across all user names. More than `address_max_failures` failures
+//!   within `address_window` block password logins from the address until the oldest of them
+//!   leaves the window: this stops password spraying. A wrong access-token secret counts here
+//!   only, never toward a user (token secrets are 256 random bits; guessing them is hopeless).
+//!   A valid access token is never refused by this block.
+//!
+//! IPv6 clients are counted per /64, the smallest block a host usually controls. Blocks and
+//! their ends are logged with user and address, never with a password.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// Failures older than this, with none since, are forgotten.
+/// Failures older than this, with none since and no block running, are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Above this many tracked keys, forgotten ones are swept on the next failure.
-const SWEEP_AT: usize = 10_000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    User(String),
-    Addr(IpAddr),
+/// The limits, from configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub pair_max_failures: u32,
+    pub first_block: Duration,
+    pub max_block: Duration,
+    pub address_max_failures: u32,
+    pub address_window: Duration,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Entry {
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pair_max_failures: 10,
+            first_block: Duration::from_secs(30),
+            max_block: Duration::from_secs(900),
+            address_max_failures: 100,
+            address_window: Duration::from_secs(900),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pair {
     failures: u32,
     last: Instant,
     blocked_until: Option<Instant>,
 }
 
-pub struct Throttle {
-    max_failures: u32,
-    max_block: Duration,
-    entries: Mutex<HashMap<Key, Entry>>,
+#[derive(Debug, Default)]
+struct Address {
+    /// Times of the failures inside the window, oldest first, at most the limit.
+    failures: VecDeque<Instant>,
+    /// True while a block is running and its end has not been logged yet.
+    blocked: bool,
+    pairs: HashMap<String, Pair>,
 }
 
-impl Throttle {
-    pub fn new(max_failures: u32, max_block: Duration) -> Self {
-        Throttle {
-            max_failures: max_failures.max(1),
-            max_block,
-            entries: Mutex::new(HashMap::new()),
+/// The key an address is counted under: IPv4 (and IPv4-mapped IPv6) as is, IPv6 by /64.
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+pub struct Throttle {
+    limits: Limits,
+    addresses: Mutex<HashMap<IpAddr, Address>>,
+}
+
+impl Address {
+    /// Drops failures that left the window; the wait when the address is still blocked.
+    fn wait(&mut self, limits: &Limits, now: Instant) -> Option<Duration> {
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limits.address_window)
+        {
+            self.failures.pop_front();
+        }
+        if self.failures.len() >= limits.address_max_failures as usize {
+            let until = self.failures[0] + limits.address_window;
+            Some(until - now)
+        } else {
+            None
         }
     }
 
-    fn keys(user: &str, addr: IpAddr) -> [Key; 2] {
-        [Key::User(user.to_string()), Key::Addr(addr)]
+    fn idle(&self, now: Instant) -> bool {
+        self.failures.is_empty() && !self.blocked && self.pairs.values().all(|p| p.idle(now))
     }
+}
 
-    /// `Err(wait)` when `user` or `addr` is blocked for another `wait`.
-    pub fn check(&self, user: &str, addr: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
-        let entries = self.entries.lock();
-        let wait = Self::keys(user, addr)
-            .iter()
-            .filter_map(|k| entries.get(k)?.blocked_until)
+impl Pair {
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        self.blocked_until
             .filter(|until| *until > now)
             .map(|until| until - now)
-            .max();
-        match wait {
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.wait(now).is_none() && now.duration_since(self.last) >= FORGET_AFTER
+    }
+}
+
+impl Throttle {
+    pub fn new(limits: Limits) -> Self {
+        Throttle {
+            limits: Limits {
+                pair_max_failures: limits.pair_max_failures.max(1),
+                address_max_failures: limits.address_max_failures.max(1),
+                ..limits
+            },
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(wait)` when a password login for `user` from `addr` must be refused for `wait`:
+    /// the pair or the whole address is blocked.
+    pub fn check(&self, user: &str, addr: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let key = client_key(addr);
+        let mut map = self.addresses.lock();
+        let Some(a) = map.get_mut(&key) else {
+            return Ok(());
+        };
+        let by_address = self.address_wait(key, a, now);
+        let by_pair = match a.pairs.get_mut(user) {
+            Some(p) => {
+                let w = p.wait(now);
+                if w.is_none() && p.blocked_until.take().is_some() {
+                    tracing::info!(user, client = %key, "login block for user from address ended");
+                }
+                w
+            }
+            None => None,
+        };
+        match by_address.max(by_pair) {
             Some(w) => Err(w),
             None => Ok(()),
         }
     }
 
-    /// Counts a failed login against both the user name and the address.
+    /// `Err(wait)` when the address is blocked (for attempts that name no user).
+    pub fn check_address(&self, addr: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let key = client_key(addr);
+        let mut map = self.addresses.lock();
+        match map
+            .get_mut(&key)
+            .and_then(|a| self.address_wait(key, a, now))
+        {
+            Some(w) => Err(w),
+            None => Ok(()),
+        }
+    }
+
+    fn address_wait(&self, key: IpAddr, a: &mut Address, now: Instant) -> Option<Duration> {
+        let w = a.wait(&self.limits, now);
+        if w.is_none() && a.blocked {
+            a.blocked = false;
+            tracing::info!(client = %key, "login block for address ended");
+        }
+        w
+    }
+
+    /// Counts a failed password for `user` from `addr`, toward the pair and the address.
     pub fn failed(&self, user: &str, addr: IpAddr) {
         let now = Instant::now();
-        let mut entries = self.entries.lock();
-        if entries.len() >= SWEEP_AT {
-            entries.retain(|_, e| {
-                now.duration_since(e.last) < FORGET_AFTER
-                    || e.blocked_until.is_some_and(|u| u > now)
-            });
+        let key = client_key(addr);
+        let mut map = self.addresses.lock();
+        let a = map.entry(key).or_default();
+        self.count_address(key, a, now);
+        let limits = &self.limits;
+        let p = a.pairs.entry(user.to_string()).or_insert(Pair {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+        });
+        if now.duration_since(p.last) >= FORGET_AFTER && p.wait(now).is_none() {
+            p.failures = 0;
         }
-        for key in Self::keys(user, addr) {
-            let e = entries.entry(key).or_insert(Entry {
-                failures: 0,
-                last: now,
-                blocked_until: None,
-            });
-            if now.duration_since(e.last) >= FORGET_AFTER
-                && e.blocked_until.is_none_or(|u| u <= now)
-            {
-                e.failures = 0;
-            }
-            e.failures += 1;
-            e.last = now;
-            if e.failures >= self.max_failures {
-                let doublings = (e.failures - self.max_failures).min(20);
-                let block = Duration::from_secs(1u64 << doublings).min(self.max_block);
-                e.blocked_until = Some(now + block);
+        p.failures += 1;
+        p.last = now;
+        if p.failures >= limits.pair_max_failures {
+            let doublings = (p.failures - limits.pair_max_failures).min(20);
+            let block = limits
+                .first_block
+                .saturating_mul(1 << doublings)
+                .min(limits.max_block);
+            p.blocked_until = Some(now + block);
+            tracing::warn!(
+                user,
+                client = %key,
+                failures = p.failures,
+                block_secs = block.as_secs_f64(),
+                "login blocked for user from address after repeated failures"
+            );
+        }
+    }
+
+    /// Counts a failure toward the address only (a wrong access-token secret).
+    pub fn failed_address(&self, addr: IpAddr) {
+        let now = Instant::now();
+        let key = client_key(addr);
+        let mut map = self.addresses.lock();
+        let a = map.entry(key).or_default();
+        self.count_address(key, a, now);
+    }
+
+    fn count_address(&self, key: IpAddr, a: &mut Address, now: Instant) {
+        let was_blocked = a.wait(&self.limits, now).is_some();
+        a.failures.push_back(now);
+        while a.failures.len() > self.limits.address_max_failures as usize {
+            a.failures.pop_front();
+        }
+        if !was_blocked {
+            if let Some(w) = a.wait(&self.limits, now) {
+                a.blocked = true;
+                tracing::warn!(
+                    client = %key,
+                    failures = a.failures.len(),
+                    window_secs = self.limits.address_window.as_secs(),
+                    block_secs = w.as_secs_f64(),
+                    "logins blocked for address after failures across user names"
+                );
             }
         }
     }
 
-    /// A successful login clears the user's count (not the address's: one good account must
+    /// A successful login clears its pair's count (not the address's: one good account must
     /// not reset the count of an address guessing others).
-    pub fn succeeded(&self, user: &str) {
-        self.entries.lock().remove(&Key::User(user.to_string()));
+    pub fn succeeded(&self, user: &str, addr: IpAddr) {
+        let key = client_key(addr);
+        let mut map = self.addresses.lock();
+        if let Some(a) = map.get_mut(&key) {
+            a.pairs.remove(user);
+        }
+    }
+
+    /// Logs blocks that ended and forgets quiet entries; run periodically.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut map = self.addresses.lock();
+        for (key, a) in map.iter_mut() {
+            self.address_wait(*key, a, now);
+            a.pairs.retain(|user, p| {
+                if p.blocked_until.is_some_and(|u| u <= now) {
+                    p.blocked_until = None;
+                    tracing::info!(user, client = %key, "login block for user from address ended");
+                }
+                !p.idle(now)
+            });
+        }
+        map.retain(|_, a| !a.idle(now));
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.addresses.lock().len()
     }
 }
 
@@ -108,31 +282,73 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn blocks_after_max_failures_per_user_and_per_address() {
-        let t = Throttle::new(3, Duration::from_secs(60));
-        for _ in 0..2 {
-            t.failed("alice", ip("10.0.0.1"));
-            assert!(t.check("alice", ip("10.0.0.1")).is_ok());
+    fn limits(pair: u32, address: u32) -> Limits {
+        Limits {
+            pair_max_failures: pair,
+            first_block: Duration::from_secs(1),
+            max_block: Duration::from_secs(60),
+            address_max_failures: address,
+            address_window: Duration::from_secs(900),
         }
-        t.failed("alice", ip("10.0.0.1"));
-        assert!(
-            t.check("alice", ip("10.0.0.2")).is_err(),
-            "user blocked from anywhere"
-        );
-        assert!(
-            t.check("bob", ip("10.0.0.1")).is_err(),
-            "address blocked for anyone"
-        );
-        assert!(t.check("bob", ip("10.0.0.2")).is_ok());
-        t.succeeded("alice");
-        assert!(t.check("alice", ip("10.0.0.2")).is_ok());
-        assert!(t.check("alice", ip("10.0.0.1")).is_err());
     }
 
     #[test]
-    fn block_doubles_up_to_the_cap() {
-        let t = Throttle::new(1, Duration::from_secs(5));
+    fn a_blocked_pair_leaves_other_users_and_addresses_alone() {
+        let t = Throttle::new(limits(10, 100));
+        for i in 0..10 {
+            assert!(
+                t.check("alice", ip("10.0.0.1")).is_ok(),
+                "attempt {}",
+                i + 1
+            );
+            t.failed("alice", ip("10.0.0.1"));
+        }
+        assert!(t.check("alice", ip("10.0.0.1")).is_err(), "11th attempt");
+        assert!(
+            t.check("alice", ip("10.0.0.2")).is_ok(),
+            "same user, other address"
+        );
+        assert!(
+            t.check("bob", ip("10.0.0.1")).is_ok(),
+            "other user, same address"
+        );
+        assert!(t.check_address(ip("10.0.0.1")).is_ok());
+        t.succeeded("alice", ip("10.0.0.2"));
+        assert!(
+            t.check("alice", ip("10.0.0.1")).is_err(),
+            "a success elsewhere clears nothing here"
+        );
+    }
+
+    #[test]
+    fn spraying_many_names_blocks_the_address() {
+        let t = Throttle::new(limits(10, 100));
+        for i in 0..100 {
+            assert!(t.check(&format!("user{i}"), ip("10.0.0.1")).is_ok());
+            t.failed(&format!("user{i}"), ip("10.0.0.1"));
+        }
+        let wait = t.check("fresh", ip("10.0.0.1")).unwrap_err();
+        assert!(wait > Duration::from_secs(890) && wait <= Duration::from_secs(900));
+        assert!(t.check_address(ip("10.0.0.1")).is_err());
+        assert!(t.check("fresh", ip("10.0.0.2")).is_ok());
+    }
+
+    #[test]
+    fn token_failures_count_toward_the_address_only() {
+        let t = Throttle::new(limits(2, 3));
+        t.failed_address(ip("10.0.0.1"));
+        t.failed_address(ip("10.0.0.1"));
+        assert!(t.check("ci", ip("10.0.0.1")).is_ok());
+        t.failed_address(ip("10.0.0.1"));
+        assert!(t.check("ci", ip("10.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn the_pair_block_doubles_up_to_the_cap() {
+        let t = Throttle::new(Limits {
+            max_block: Duration::from_secs(5),
+            ..limits(1, 1000)
+        });
         t.failed("u", ip("::1"));
         let first = t.check("u", ip("::1")).unwrap_err();
         assert!(first <= Duration::from_secs(1));
@@ -141,5 +357,30 @@ mod tests {
         }
         let capped = t.check("u", ip("::1")).unwrap_err();
         assert!(capped > Duration::from_secs(4) && capped <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn ipv6_counts_per_slash_64_and_mapped_v4_as_v4() {
+        let t = Throttle::new(limits(2, 1000));
+        t.failed("u", ip("2001:db8:1:2::1"));
+        t.failed("u", ip("2001:db8:1:2::ffff"));
+        assert!(t.check("u", ip("2001:db8:1:2::42")).is_err());
+        assert!(t.check("u", ip("2001:db8:1:3::1")).is_ok());
+        t.failed("v", ip("::ffff:10.0.0.9"));
+        t.failed("v", ip("10.0.0.9"));
+        assert!(t.check("v", ip("10.0.0.9")).is_err());
+    }
+
+    #[test]
+    fn success_clears_the_pair_and_sweep_forgets_quiet_entries() {
+        let t = Throttle::new(limits(3, 1000));
+        t.failed("u", ip("10.0.0.1"));
+        t.failed("u", ip("10.0.0.1"));
+        t.succeeded("u", ip("10.0.0.1"));
+        t.failed("u", ip("10.0.0.1"));
+        t.failed("u", ip("10.0.0.1"));
+        assert!(t.check("u", ip("10.0.0.1")).is_ok(), "count restarted");
+        t.sweep();
+        assert_eq!(t.tracked(), 1, "recent failures are kept");
     }
 }

@@ -28,6 +28,19 @@ pub fn new_secret() -> String {
     )
 }
 
+/// Length of a secret after the prefix: 256 bits in unpadded base64.
+const SECRET_BODY_LEN: usize = 43;
+
+/// True when `s` has the form of a secret: the prefix and 43 URL-safe base64 characters.
+/// Passwords of that form are refused, so a login can tell the two apart without a lookup.
+pub fn is_token_secret(s: &str) -> bool {
+    s.strip_prefix(SECRET_PREFIX).is_some_and(|b| {
+        b.len() == SECRET_BODY_LEN
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    })
+}
+
 /// The stored form of a secret.
 pub fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -124,6 +137,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(SECRET_PREFIX));
         assert_eq!(a.len(), SECRET_PREFIX.len() + 43);
+        assert!(is_token_secret(&a));
+        assert!(!is_token_secret("berth_short"));
+        assert!(!is_token_secret(&a.replace("berth_", "other_")));
         assert_eq!(secret_hash(&a).len(), 64);
     }
 

@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::jwt::TokenUse;
 use crate::auth::namespaces::NamespaceError;
 use crate::auth::tokens::TokenError;
 use crate::auth::{Principal, UserError, UserName, Visibility};
@@ -24,7 +23,7 @@ use crate::config::AuthMode;
 use crate::metadata::access::{MemberRecord, NamespaceRecord, TokenRecord};
 use crate::metadata::{now, rfc3339};
 
-use super::auth::{credentials, Credentials};
+use super::auth::{credentials, BearerRejection, Credentials};
 use super::error::{ApiError, ApiResult, Code};
 use super::{json_response, AppState};
 
@@ -138,19 +137,13 @@ async fn caller(app: &AppState, parts: &Parts) -> ApiResult<Caller> {
     if app.gate.mode == AuthMode::None {
         return Ok(Caller(None));
     }
-    let principal = match (credentials(parts), app.gate.signer.as_ref()) {
-        (Credentials::Bearer(t), Some(signer)) => {
-            let claims = signer
-                .verify(&t, TokenUse::Access)
-                .map_err(|e| challenge().message(e.to_string()))?;
-            app.gate
-                .authn
-                .identity_of(&claims.sub)
-                .await
-                .map_err(|e| ApiError::internal(&e))?
-                .filter(|id| id.binding == claims.bnd)
-                .ok_or_else(|| challenge().message("token is revoked"))?
-                .principal
+    let principal = match credentials(parts) {
+        Credentials::Bearer(t) if app.gate.signer.is_some() => {
+            match app.gate.bearer_identity(&t).await {
+                Ok((id, _)) => id.principal,
+                Err(BearerRejection::Store(e)) => return Err(e),
+                Err(e) => return Err(challenge().message(e.to_string())),
+            }
         }
         _ => app.gate.basic_identity(parts).await?.principal,
     };

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 use serde_json::json;
 
-use crate::auth::jwt::{ClaimAccess, Signer, TokenUse};
+use crate::auth::jwt::{AccessToken, ClaimAccess, Signer};
 use crate::auth::{
     AuthError, Authenticator, Authorizer, Identity, Perms, Principal, Scope, Visibility,
 };
@@ -31,11 +31,10 @@ pub enum Access {
     Open,
     /// A principal whose permissions are looked up as needed (basic mode, admin API).
     Principal(Principal),
-    /// A bearer token's grants (token mode).
+    /// A bearer token's grants (token mode), within what its principal may do now.
     Bearer {
         principal: Principal,
-        grants: Vec<(RepoName, Perms)>,
-        catalog: bool,
+        token: Arc<AccessToken>,
     },
 }
 
@@ -46,6 +45,17 @@ impl Access {
             Access::Principal(p) | Access::Bearer { principal: p, .. } => Some(p),
         }
     }
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum BearerRejection {
+    #[error("bearer tokens are only issued in token mode")]
+    NotTokenMode,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the credential store failed")]
+    Store(ApiError),
 }
 
 pub struct Gate {
@@ -267,6 +277,26 @@ impl Gate {
             .header(header::WWW_AUTHENTICATE, &v)
     }
 
+    /// Verifies a bearer token and the identity it was issued to, which must still exist with
+    /// the same credential: deleting a user, changing a password or revoking an access token
+    /// ends its tokens at once. The error says why, for the challenge.
+    pub async fn bearer_identity(
+        &self,
+        token: &str,
+    ) -> Result<(Identity, Arc<AccessToken>), BearerRejection> {
+        let signer = self.signer.as_ref().ok_or(BearerRejection::NotTokenMode)?;
+        let token = signer
+            .verify_access(token)
+            .map_err(|e| BearerRejection::Invalid(e.to_string()))?;
+        let identity = self
+            .authn
+            .bound_identity(&token.claims.sub, &token.claims.bnd)
+            .await
+            .map_err(|e| BearerRejection::Store(store_error(e)))?
+            .ok_or_else(|| BearerRejection::Invalid("token is revoked".into()))?;
+        Ok((identity, token))
+    }
+
     async fn admit_bearer(
         &self,
         parts: &Parts,
@@ -274,90 +304,48 @@ impl Gate {
         action: Action,
     ) -> Result<Access, ApiError> {
         let scope = endpoint_scope(endpoint, action);
-        let signer = self.signer.as_ref().expect("token mode has a signer");
         let token = match credentials(parts) {
             Credentials::Bearer(t) => t,
             _ => return Err(self.bearer_challenge(parts, scope.as_ref(), None)),
         };
-        let claims = match signer.verify(&token, TokenUse::Access) {
-            Ok(c) => c,
+        let (identity, token) = match self.bearer_identity(&token).await {
+            Ok(v) => v,
+            Err(BearerRejection::Store(e)) => return Err(e),
             Err(e) => {
                 return Err(self
                     .bearer_challenge(parts, scope.as_ref(), Some("invalid_token"))
                     .message(e.to_string()))
             }
         };
-        // The subject must still exist with the credential the token was issued for: deleting
-        // a user, changing a password or revoking an access token ends its tokens at once.
-        let identity = self
-            .authn
-            .identity_of(&claims.sub)
-            .await
-            .map_err(store_error)?
-            .filter(|id| id.binding == claims.bnd)
-            .ok_or_else(|| {
-                self.bearer_challenge(parts, scope.as_ref(), Some("invalid_token"))
-                    .message("token is revoked")
-            })?;
-        let mut grants = Vec::new();
-        let mut catalog = false;
-        for a in &claims.access {
-            match a.kind.as_str() {
-                "repository" => {
-                    if let Ok(name) = a.name.parse::<RepoName>() {
-                        let p = a
-                            .actions
-                            .iter()
-                            .map(|x| Perms::from_action(x))
-                            .fold(Perms::NONE, Perms::union);
-                        grants.push((name, p));
-                    }
-                }
-                "registry" if a.name == "catalog" => catalog = true,
-                _ => {}
-            }
-        }
-        let access = Access::Bearer {
-            principal: identity.principal.clone(),
-            grants,
-            catalog,
-        };
-        let ok = match endpoint {
-            Endpoint::Base => true,
-            Endpoint::Catalog => catalog,
-            _ => match endpoint.repo() {
-                Some(repo) => self.granted(&access, repo).contains(perms_for(action)),
-                None => true,
-            },
-        };
-        if ok {
-            return Ok(access);
-        }
-        // Not in the token. If the principal could have it, the client should fetch a token
-        // with the challenge's scope; if not, a new token would not help.
+        let principal = identity.principal;
         let Some(repo) = endpoint.repo() else {
-            return Err(self.bearer_challenge(parts, scope.as_ref(), Some("insufficient_scope")));
+            // `/v2/` needs any valid token; the catalog needs its grant.
+            if matches!(endpoint, Endpoint::Catalog) && !token.grants.catalog {
+                return Err(self.bearer_challenge(
+                    parts,
+                    scope.as_ref(),
+                    Some("insufficient_scope"),
+                ));
+            }
+            return Ok(Access::Bearer { principal, token });
         };
         let need = perms_for(action);
+        // What the principal may do now bounds what the token says: a role taken away or a
+        // namespace made private applies to tokens already issued.
         let could = self
             .authz
-            .perms(&identity.principal, repo)
+            .perms(&principal, repo)
             .await
             .map_err(store_error)?;
-        if could.contains(need) || identity.principal.is_anonymous() {
+        if token.grants.on(repo).intersect(could).contains(need) {
+            return Ok(Access::Bearer { principal, token });
+        }
+        // If the principal could have it, the client should fetch a token with the
+        // challenge's scope; if not, a new token would not help.
+        if could.contains(need) || principal.is_anonymous() {
             Err(self.bearer_challenge(parts, scope.as_ref(), Some("insufficient_scope")))
         } else {
-            Err(denied(&identity.principal, repo, could.missing(need)))
-        }
-    }
-
-    fn granted(&self, access: &Access, repo: &RepoName) -> Perms {
-        match access {
-            Access::Bearer { grants, .. } => grants
-                .iter()
-                .filter(|(n, _)| n == repo)
-                .fold(Perms::NONE, |acc, (_, p)| acc.union(*p)),
-            _ => Perms::NONE,
+            Err(denied(&principal, repo, could.missing(need)))
         }
     }
 
@@ -376,7 +364,13 @@ impl Gate {
                 .await
                 .map_err(store_error)?
                 .contains(need)),
-            Access::Bearer { .. } => Ok(self.granted(access, repo).contains(need)),
+            Access::Bearer { principal, token } => Ok(token.grants.on(repo).contains(need)
+                && self
+                    .authz
+                    .perms(principal, repo)
+                    .await
+                    .map_err(store_error)?
+                    .contains(need)),
         }
     }
 

@@ -158,10 +158,10 @@ pub async fn post(app: &AppState, parts: &Parts, body: Body) -> ApiResult {
             let id = app
                 .gate
                 .authn
-                .identity_of(&claims.sub)
+                .bound_identity(&claims.sub, &claims.bnd)
                 .await
                 .map_err(|e| ApiError::internal(&e))?
-                .filter(|id| id.binding == claims.bnd && !id.principal.is_anonymous())
+                .filter(|id| !id.principal.is_anonymous())
                 .ok_or_else(|| unauthorized("refresh token rejected: it is revoked"))?;
             (id, Some(token.to_string()))
         }

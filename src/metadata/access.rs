@@ -90,6 +90,14 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn revoke_token(&self, namespace: &str, name: &str) -> Result<bool>;
     /// Records a use of the token at time `t`.
     async fn touch_token(&self, namespace: &str, name: &str, t: i64) -> Result<()>;
+
+    /// A counter that moves whenever users, namespaces, members or tokens change, whoever
+    /// changed them (see `0004_auth_generation.sql`).
+    async fn auth_generation(&self) -> Result<i64>;
+
+    /// Drops what a cache in front of the store remembers of the token, so the next read
+    /// sees the database.
+    fn forget_token(&self, _namespace: &str, _name: &str) {}
 }
 
 fn namespace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<NamespaceRecord> {
@@ -309,5 +317,13 @@ impl AccessStore for SqliteMetadata {
             .execute(self.writer())
             .await?;
         Ok(())
+    }
+
+    async fn auth_generation(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM auth_generation WHERE id = 1")
+                .fetch_one(self.reader())
+                .await?,
+        )
     }
 }

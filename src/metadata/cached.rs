@@ -7,55 +7,17 @@
 //! Correct for one process owning the database; replicas sharing one database must not use
 //! it (or need cross-process invalidation).
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parking_lot::RwLock;
 
+use super::memo::{Generation, Map};
 use super::{ManifestRecord, Metadata, NewManifest, Page, Result, UploadRecord};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
-/// Entries per map before it is emptied and refilled from the backend.
-const MAX_ENTRIES: usize = 200_000;
-
-struct Map<K, V> {
-    inner: RwLock<HashMap<K, V>>,
-}
-
-impl<K: Eq + Hash, V: Clone> Map<K, V> {
-    fn new() -> Self {
-        Map {
-            inner: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, k: &K) -> Option<V> {
-        self.inner.read().get(k).cloned()
-    }
-
-    fn insert(&self, k: K, v: V) {
-        let mut m = self.inner.write();
-        if m.len() >= MAX_ENTRIES {
-            m.clear();
-        }
-        m.insert(k, v);
-    }
-
-    fn remove(&self, k: &K) {
-        self.inner.write().remove(k);
-    }
-
-    fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
-        self.inner.write().retain(f);
-    }
-}
-
 pub struct CachedMetadata<M> {
     inner: Arc<M>,
-    generation: AtomicU64,
+    generation: Generation,
     by_tag: Map<(RepoName, Tag), ManifestRecord>,
     by_digest: Map<(RepoName, Digest), ManifestRecord>,
     blobs: Map<(RepoName, Digest), u64>,
@@ -65,7 +27,7 @@ impl<M: Metadata> CachedMetadata<M> {
     pub fn new(inner: Arc<M>) -> Self {
         CachedMetadata {
             inner,
-            generation: AtomicU64::new(0),
+            generation: Generation::default(),
             by_tag: Map::new(),
             by_digest: Map::new(),
             blobs: Map::new(),
@@ -78,20 +40,25 @@ impl<M: Metadata> CachedMetadata<M> {
     }
 
     fn begin_read(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation.current()
     }
 
-    fn fill<K: Eq + Hash, V: Clone>(&self, map: &Map<K, V>, seen: u64, k: K, v: &Option<V>) {
+    /// Caches a positive answer read while the generation was `seen`.
+    fn fill<K: Eq + std::hash::Hash + Clone, V: Clone>(
+        &self,
+        map: &Map<K, V>,
+        seen: u64,
+        k: K,
+        v: &Option<V>,
+    ) {
         if let Some(v) = v {
-            if self.generation.load(Ordering::Acquire) == seen {
-                map.insert(k, v.clone());
-            }
+            self.generation.fill(map, seen, k, v.clone());
         }
     }
 
     /// Called after every write, before it returns.
     fn invalidated(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.bump();
     }
 }
 

@@ -9,6 +9,8 @@ use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 pub mod access;
 pub mod cached;
+pub mod cached_access;
+mod memo;
 pub mod sqlite;
 pub mod users;
 

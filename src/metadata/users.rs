@@ -28,6 +28,10 @@ pub trait UserStore: Send + Sync + 'static {
     async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
     /// Every user, ordered by name.
     async fn users(&self) -> Result<Vec<UserRecord>>;
+
+    /// Drops what a cache in front of the store remembers of `name`, so the next read sees
+    /// the database (when a cached answer would refuse a login another process has allowed).
+    fn forget_user(&self, _name: &str) {}
 }
 
 fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {

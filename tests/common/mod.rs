@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use berth::config::Config;
 use reqwest::header::HeaderMap;
@@ -27,6 +28,62 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Polls `check` until it returns true, failing when it has not within `limit`; returns how
+/// long that took. A change written behind a server's back (by the CLI, or another process
+/// on the same database) must apply within one second.
+pub async fn within<F, Fut>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: F,
+) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not applied within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// What the server logged in this test process (every server's lines; each test file runs its
+/// tests in their own processes under nextest).
+static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let capture = LogCapture(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_writer(move || capture.clone())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .try_init();
+        buf
+    });
+}
 
 /// A running registry. Dropping it signals shutdown; [`TestServer::stop`] also waits for it.
 pub struct TestServer {
@@ -48,6 +105,7 @@ impl TestServer {
 
     /// A server whose configuration `modify` adjusts (delete disabled, small limits, ...).
     pub async fn start_with(modify: impl FnOnce(&mut Config)) -> TestServer {
+        capture_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -80,6 +138,12 @@ impl TestServer {
             handle: Some(handle),
             _dir: dir,
         }
+    }
+
+    /// Everything servers logged in this process so far.
+    pub fn log(&self) -> String {
+        let buf = LOG.get().expect("logs are captured").lock().unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// Stops the server gracefully and waits until it has closed its database.
