@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::write_private;
 use crate::config::Config;
+use crate::http::Lingering;
 
 /// How often the certificate files are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
@@ -139,13 +140,21 @@ impl Tls {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                    let handshake = async {
+                        if speaks_plain_http(&stream).await {
+                            refuse_plain_http(stream, peer).await;
+                            return None;
+                        }
+                        Some(acceptor.accept(Lingering::new(stream)).await)
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Some(Ok(tls))) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => {
+                        Ok(Some(Err(e))) => {
                             tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
                         }
+                        Ok(None) => {}
                         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                     }
                 });
@@ -155,9 +164,43 @@ impl Tls {
     }
 }
 
+/// True when the client's first byte is not a TLS handshake record but a letter, as the
+/// method of an HTTP request is.
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Answers a plain HTTP request sent to the TLS port as Go's and nginx's servers do, so a
+/// misconfigured client (say, docker with the registry among its insecure registries) shows
+/// the real problem instead of a TLS alert it cannot parse.
+async fn refuse_plain_http(stream: TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "Client sent an HTTP request to an HTTPS server.\n";
+    let mut conn = Lingering::new(stream);
+    // Read the request head first, so the answer is not racing a half-sent request.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while head.len() < 64 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = format!(
+        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    tracing::info!(client = %peer, "plain HTTP request on the TLS port; answered 400");
+    if conn.write_all(answer.as_bytes()).await.is_ok() {
+        let _ = conn.shutdown().await;
+    }
+}
+
 /// A listener of TLS connections whose handshakes are done.
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    rx: mpsc::Receiver<(TlsStream<Lingering<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -169,7 +212,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Lingering<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -180,7 +180,10 @@ async fn valid_names_of_every_shape_work_end_to_end() {
     }
 }
 
-// spec: "Pulling manifests": a tag MUST match `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+// spec: "Pulling manifests": a tag MUST match `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`. A push to
+// a tag outside the grammar is refused with 400 MANIFEST_INVALID; a pull of one is 404
+// MANIFEST_UNKNOWN ("If the manifest is not found in the repository, the response code MUST
+// be 404", end-3), as the OCI conformance suite checks with `.INVALID_MANIFEST_NAME`.
 #[tokio::test]
 async fn tag_grammar_is_enforced() {
     let s = TestServer::start().await;
@@ -195,25 +198,35 @@ async fn tag_grammar_is_enforced() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{tag}");
     }
-    for tag in [".x", "-x", &"t".repeat(129), "a%20b", "a+b"] {
+    for tag in [
+        ".x",
+        "-x",
+        &"t".repeat(129),
+        "a%20b",
+        "a+b",
+        ".INVALID_MANIFEST_NAME",
+    ] {
         let resp = s
             .put_manifest("tags", tag, OCI_MANIFEST, &img.manifest)
             .await;
         assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-        let resp = s
-            .get(&format!("/v2/tags/manifests/{tag}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "GET {tag}");
+        let path = format!("/v2/tags/manifests/{tag}");
+        let resp = s.get(&path).send().await.unwrap();
+        assert_error(resp, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let resp = s.head(&path).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "HEAD {tag}");
+        let resp = s.delete(&path).send().await.unwrap();
+        assert_error(resp, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     }
 }
 
-// spec: "Pushing blobs": "if the client provided digest is invalid or uses an unsupported
-// algorithm, the registry SHOULD respond with 400"; code-4 DIGEST_INVALID. The same grammar
-// applies to digests in every path.
+// Digests outside the grammar (or of an unsupported algorithm) in paths. Content under such a
+// digest cannot exist: blob and manifest reads and deletes are 404 BLOB_UNKNOWN /
+// MANIFEST_UNKNOWN (end-2, end-3, end-9, end-10). The referrers API says otherwise: "If the
+// request is invalid, such as a <digest> with an invalid syntax, a 400 Bad Request MUST be
+// returned" ("Listing Referrers"), so that is 400 DIGEST_INVALID (code-4).
 #[tokio::test]
-async fn malformed_digests_in_paths_are_400_digest_invalid() {
+async fn malformed_digests_in_paths() {
     let s = TestServer::start().await;
     let bad = [
         "sha256:zz".to_string(),
@@ -225,19 +238,34 @@ async fn malformed_digests_in_paths_are_400_digest_invalid() {
         ":abc".to_string(),
     ];
     for d in &bad {
-        for p in [
-            format!("/v2/repo/blobs/{d}"),
-            format!("/v2/repo/manifests/{d}"),
-            format!("/v2/repo/referrers/{d}"),
+        for (p, code) in [
+            (format!("/v2/repo/blobs/{d}"), "BLOB_UNKNOWN"),
+            (format!("/v2/repo/manifests/{d}"), "MANIFEST_UNKNOWN"),
         ] {
             let resp = s.get(&p).send().await.unwrap();
-            assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+            assert_error(resp, StatusCode::NOT_FOUND, code).await;
+            let resp = s.head(&p).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "HEAD {p}");
+            let resp = s.delete(&p).send().await.unwrap();
+            assert_error(resp, StatusCode::NOT_FOUND, code).await;
         }
         let resp = s
-            .delete(&format!("/v2/repo/blobs/{d}"))
+            .get(&format!("/v2/repo/referrers/{d}"))
             .send()
             .await
             .unwrap();
         assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        // A push by a malformed digest is a bad request, not a missing manifest.
+        let resp = s
+            .put(&format!("/v2/repo/manifests/{d}"))
+            .header("content-type", OCI_MANIFEST)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        // Methods no blob path has stay 405.
+        let resp = s.put(&format!("/v2/repo/blobs/{d}")).send().await.unwrap();
+        assert_error(resp, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
     }
 }

@@ -42,6 +42,17 @@ pub enum ParseError {
     NotFound,
     /// The shape matched but a part is invalid.
     Invalid(NameError),
+    /// A manifest or blob path whose reference is outside the grammar: no such content can
+    /// exist, so reading or deleting it is answered as not found (what clients and the OCI
+    /// conformance suite expect); only a push is refused as invalid.
+    Unreachable(Content, NameError),
+}
+
+/// The kind of content a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    Manifest,
+    Blob,
 }
 
 impl From<NameError> for ParseError {
@@ -75,11 +86,20 @@ impl Endpoint {
         }
         let (n, kind) = head.rsplit_once('/').ok_or(ParseError::NotFound)?;
         match kind {
-            "manifests" => Ok(Endpoint::Manifest(name(n)?, last.parse()?)),
-            "blobs" => Ok(Endpoint::Blob(
-                name(n)?,
-                last.parse().map_err(NameError::from)?,
-            )),
+            "manifests" => {
+                let name = name(n)?;
+                let r = last
+                    .parse()
+                    .map_err(|e| ParseError::Unreachable(Content::Manifest, e))?;
+                Ok(Endpoint::Manifest(name, r))
+            }
+            "blobs" => {
+                let name = name(n)?;
+                let d = last
+                    .parse()
+                    .map_err(|e| ParseError::Unreachable(Content::Blob, NameError::from(e)))?;
+                Ok(Endpoint::Blob(name, d))
+            }
             "referrers" => Ok(Endpoint::Referrers(
                 name(n)?,
                 last.parse().map_err(NameError::from)?,
@@ -171,7 +191,19 @@ mod tests {
         ));
         assert!(matches!(
             Endpoint::parse("a/blobs/sha256:zz"),
+            Err(ParseError::Unreachable(Content::Blob, NameError::Digest(_)))
+        ));
+        assert!(matches!(
+            Endpoint::parse("a/manifests/.INVALID_MANIFEST_NAME"),
+            Err(ParseError::Unreachable(Content::Manifest, NameError::Tag))
+        ));
+        assert!(matches!(
+            Endpoint::parse("a/referrers/sha256:zz"),
             Err(ParseError::Invalid(NameError::Digest(_)))
+        ));
+        assert!(matches!(
+            Endpoint::parse("A/blobs/sha256:zz"),
+            Err(ParseError::Invalid(NameError::Repo(_)))
         ));
         assert!(matches!(
             Endpoint::parse("a/blobs/uploads/not-a-uuid"),

@@ -17,6 +17,7 @@ use futures::TryStreamExt;
 use crate::auth::namespaces::Namespaces;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::Users;
+use crate::oci;
 use crate::registry::Registry;
 use crate::storage::ByteStream;
 
@@ -24,55 +25,18 @@ mod access_log;
 mod admin;
 pub mod auth;
 mod blobs;
+pub mod conn;
 mod discovery;
+mod early;
 pub mod endpoint;
 pub mod error;
 mod manifests;
 mod token;
 mod uploads;
 
+pub use conn::{Lingering, Peer, PlainListener};
 pub use endpoint::{Action, Endpoint};
 use error::{ApiError, ApiResult, Code};
-
-/// The client's address, recorded for every connection whatever the listener (plain TCP or
-/// TLS) so that logs and login throttling see it.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// Plain TCP, with Nagle's algorithm off on every connection.
-pub struct PlainListener(pub tokio::net::TcpListener);
-
-impl axum::serve::Listener for PlainListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let _ = tcp.set_nodelay(true);
-        (tcp, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
 
 /// Settings the HTTP layer needs beyond the registry's own policy.
 #[derive(Clone, Debug)]
@@ -100,12 +64,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/token", get(token_get).post(token_post))
         .merge(admin::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(early::finish_request_body))
         .layer(axum::middleware::from_fn(access_log::log_request))
         .with_state(state)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(Code::Unsupported, "no such endpoint").status(StatusCode::NOT_FOUND)
+}
+
+/// The answer for a manifest or blob path whose reference is outside the grammar (spec:
+/// "Endpoints" end-2, end-3, end-9, end-10: a read or delete of content that is not there is
+/// 404; "Pushing Manifests": a push names a tag or a digest, so a bad one is 400).
+fn unreachable_content(content: endpoint::Content, e: oci::NameError, method: &Method) -> ApiError {
+    use endpoint::Content;
+    match (content, method.clone()) {
+        (Content::Manifest, Method::PUT) => ApiError::from(e),
+        (Content::Manifest, Method::GET | Method::HEAD | Method::DELETE) => {
+            ApiError::new(Code::ManifestUnknown, format!("manifest unknown: {e}"))
+        }
+        (Content::Blob, Method::GET | Method::HEAD | Method::DELETE) => {
+            ApiError::new(Code::BlobUnknown, format!("blob unknown: {e}"))
+        }
+        _ => method_not_allowed(),
+    }
 }
 
 fn method_not_allowed() -> ApiError {
@@ -137,6 +119,9 @@ async fn dispatch(state: AppRef, req: Request) -> Response {
         Ok(e) => e,
         Err(endpoint::ParseError::NotFound) => return not_found().await.into_response(),
         Err(endpoint::ParseError::Invalid(e)) => return ApiError::from(e).into_response(),
+        Err(endpoint::ParseError::Unreachable(content, e)) => {
+            return unreachable_content(content, e, req.method()).into_response()
+        }
     };
     let (parts, body) = req.into_parts();
     let access = match state.gate.admit(&parts, &endpoint).await {

@@ -437,6 +437,13 @@ for f in ${FAILURES[@]+"${FAILURES[@]}"}; do
 done
 echo "$PASSED passed, $FAILED failed"
 
+# Errors answered before the request body is read, with curl, python-requests and a client
+# that writes everything before reading: a separate script with its own berths.
+EARLY_RC=0
+echo
+echo "== tests/clients/early_errors.py"
+python3 "$HERE/early_errors.py" "$BERTH" || EARLY_RC=$?
+
 # docker CLI + dockerd and containerd ctr: a separate script with its own berth and dockerd.
 DOCKER_RC=0
 if [ "${SKIP_DOCKER:-0}" = 1 ]; then
@@ -457,4 +464,4 @@ else
     BERTH=$BERTH KEEP=${KEEP:-0} SKIP_DOCKER=${SKIP_DOCKER:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} \
         bash "$HERE/auth.sh" || AUTH_RC=$?
 fi
-[ "$FAILED" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ]
+[ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ]
