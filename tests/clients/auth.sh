@@ -520,6 +520,8 @@ ci_token_list() {
 ci_revoked() {
     local f mark
     admin token revoke --name ci-rw --namespace team-a
+    # A change made by the CLI (another process) applies to the running server within 1 s.
+    sleep 1
     must_fail "$BADLOGIN" "${SKOPEO[@]}" login --authfile "$(authfile skopeo-ci-rw-again)" \
         --tls-verify=false -u ci-rw --password-stdin "$REG" <"$W/secrets/$M-ci-rw"
     # The auth file from before the revocation still holds the secret: it must stop working.

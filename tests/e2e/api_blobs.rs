@@ -1,8 +1,6 @@
 //! Blob pulls and existence checks (end-2), ranges, sha512, and repository scoping.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 
 // spec: "Pulling blobs" (end-2): 200 with the bytes and a Docker-Content-Digest matching them.

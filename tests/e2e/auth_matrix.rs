@@ -13,18 +13,16 @@
 //! pushed ones; a push can then be pulled; a delete makes things 404). Failures are collected
 //! across the whole matrix and reported together, one line per failing cell.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::common::*;
 use base64::Engine;
 use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::AccessTokens;
 use berth::auth::Users;
 use berth::config::AuthMode;
-use common::*;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};

@@ -1,8 +1,6 @@
 //! `berth user ...` against a data dir, with and without a server running on it.
 
-mod common;
-
-use common::berth_cli as berth;
+use crate::common::berth_cli as berth;
 
 #[test]
 fn user_lifecycle_on_a_data_dir() {
@@ -132,7 +130,7 @@ fn htpasswd_import_accepts_bcrypt_only() {
 fn users_can_be_managed_while_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let (mut server, _) = common::spawn_serve(&["--data-dir", d]);
+    let (mut server, _) = crate::common::spawn_serve(&["--data-dir", d]);
     let (ok, _, err) = berth(
         &["user", "add", "dana", "--password-stdin", "--data-dir", d],
         Some("pw\n"),

@@ -1,9 +1,7 @@
 //! Content management: deleting tags and manifests (end-9) and blobs (end-10), twice, when
 //! unknown, and with deletion disabled.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -2,12 +2,10 @@
 //! already running on it (basic auth): what the CLI writes applies within a second (the
 //! server follows the database's auth generation).
 
-mod common;
-
 use std::time::Duration;
 
-use common::berth_cli as berth;
-use common::within;
+use crate::common::berth_cli as berth;
+use crate::common::within;
 use reqwest::StatusCode;
 
 fn ok(args: &[&str], d: &str) -> String {
@@ -89,7 +87,7 @@ async fn tokens_apply_to_a_running_server_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     ok(&["namespace", "create", "team-a"], d);
-    let (mut server, base) = common::spawn_serve(&["--auth", "basic", "--data-dir", d]);
+    let (mut server, base) = crate::common::spawn_serve(&["--auth", "basic", "--data-dir", d]);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // The secret is alone on the last line of stdout, as scripts rely on.

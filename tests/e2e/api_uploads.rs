@@ -1,9 +1,7 @@
 //! Blob uploads: monolithic (end-4a + end-6, end-4b), chunked (end-5, end-6, end-13), cancel
 //! (end-14) and cross-repository mounts (end-11), with every malformed request.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use reqwest::StatusCode;
 

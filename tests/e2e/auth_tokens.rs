@@ -17,12 +17,11 @@
 //!   several scopes as repeated parameters.
 //! - RFC 6750 §3.1: `error="invalid_token"` and `error="insufficient_scope"` in challenges.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use berth::auth::namespaces::Namespaces;
@@ -32,7 +31,6 @@ use berth::config::{AuthMode, Config};
 use berth::metadata::access::{AccessStore, TokenRecord};
 use berth::metadata::sqlite::SqliteMetadata;
 use berth::metadata::users::UserStore;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};

@@ -1,11 +1,9 @@
 //! Content discovery: tag listing with pagination (end-8a, end-8b), the catalog, and the
 //! referrers API (end-12a, end-12b) with `subject` pushes.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

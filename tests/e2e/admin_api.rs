@@ -2,18 +2,16 @@
 //! registry, who may call what (server admin, namespace admin, developer, CI token,
 //! anonymous), and the error statuses with the error envelope `{"errors":[{code,message}]}`.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use crate::common::*;
 use base64::Engine as _;
 use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::AccessTokens;
 use berth::auth::Users;
 use berth::config::{AuthMode, Config};
 use berth::metadata::sqlite::SqliteMetadata;
-use common::*;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,9 +1,7 @@
 //! `/v2/` (end-1), unknown endpoints and methods, and the name/reference grammar that every
 //! endpoint enforces before doing any I/O.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 
 // spec: "Determining Support" (end-1): GET /v2/ answers 200.

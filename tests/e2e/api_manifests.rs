@@ -1,9 +1,7 @@
 //! Manifest pulls, existence checks and pushes (end-3, end-7a, end-7b): byte-exact storage,
 //! content negotiation, indexes, Docker media types, size limits and every invalid push.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
