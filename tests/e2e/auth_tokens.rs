@@ -933,6 +933,51 @@ async fn malformed_bearer_tokens_are_rejected() {
     }
 }
 
+// A role taken away, or a namespace made private, applies to JWTs already issued within one
+// second, across processes: the change here is written to the database behind the server's
+// back (as the CLI does), and a token's grants only ever count within what its subject may
+// do now. A developer who lost the membership gets 403 DENIED; an anonymous token for a
+// namespace made private gets a 401 challenge.
+#[tokio::test]
+async fn role_and_visibility_changes_apply_to_issued_tokens_within_a_second() {
+    let mut env = fixture(AuthMode::Token).await;
+    env.push_image_as(DEV, "team-a/app", "v1").await;
+    env.push_image_as(ROOT, "pub/app", "v1").await;
+    let dev = format!(
+        "Bearer {}",
+        env.token(Some(DEV), &["repository:team-a/app:pull"]).await
+    );
+    let anon = format!(
+        "Bearer {}",
+        env.token(None, &["repository:pub/app:pull"]).await
+    );
+    let status = |repo: &'static str, auth: String| {
+        let env = &env;
+        async move { get_manifest(env, repo, "v1", Some(&auth)).await.status() }
+    };
+    assert_eq!(status("team-a/app", dev.clone()).await, StatusCode::OK);
+    assert_eq!(status("pub/app", anon.clone()).await, StatusCode::OK);
+
+    env.namespaces().remove_member("team-a", "dev").await.unwrap();
+    let took = within(Duration::from_secs(1), "a removed membership", || async {
+        status("team-a/app", dev.clone()).await != StatusCode::OK
+    })
+    .await;
+    let resp = get_manifest(&env, "team-a/app", "v1", Some(&dev)).await;
+    let e = assert_error(resp, StatusCode::FORBIDDEN, "DENIED").await;
+    assert_eq!(e["detail"]["missing"], json!(["pull"]), "{e}");
+
+    env.namespaces().set_public("pub", false).await.unwrap();
+    within(Duration::from_secs(1), "a namespace made private", || async {
+        status("pub/app", anon.clone()).await != StatusCode::OK
+    })
+    .await;
+    let resp = get_manifest(&env, "pub/app", "v1", Some(&anon)).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&resp, "www-authenticate").starts_with("Bearer "));
+    assert!(took < Duration::from_secs(1));
+}
+
 // Revocation: a CI token revoked after a JWT was issued for it makes that JWT invalid at once
 // (the JWT names the token as subject and is bound to its secret).
 #[tokio::test]
