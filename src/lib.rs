@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod metadata;
 pub mod oci;
+pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod storage;

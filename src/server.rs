@@ -21,13 +21,15 @@ use crate::http::{self, AppState, HttpSettings, Peer, PlainListener};
 use crate::metadata::cached::CachedMetadata;
 use crate::metadata::cached_access::CachedAccess;
 use crate::metadata::sqlite::SqliteMetadata;
-use crate::registry::{Policy, Registry};
+use crate::proxy::Proxy;
+use crate::registry::{Policy, Registry, Service};
 use crate::storage::fs::FsStorage;
 use crate::storage::Storage;
 use crate::tls::Tls;
 
 pub struct App {
     pub registry: Arc<Registry>,
+    pub proxy: Option<Proxy>,
     state: Arc<AppState>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
     access: Arc<CachedAccess<SqliteMetadata>>,
@@ -77,7 +79,13 @@ fn gate(cfg: &Config, access: &Arc<CachedAccess<SqliteMetadata>>) -> anyhow::Res
             access.clone(),
             Throttle::new(cfg.throttle_limits()),
         )),
-        authz: Authorizer::new(access.clone()),
+        authz: Authorizer::new(access.clone()).with_upstreams(
+            cfg.proxy
+                .upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.pull_access().into()))
+                .collect(),
+        ),
         signer,
         realm: cfg.auth.token.realm.clone(),
         tls: cfg.tls_enabled(),
@@ -121,8 +129,26 @@ impl App {
         // auth generation, so changes from the CLI or elsewhere apply within its poll.
         let access = Arc::new(CachedAccess::new(sqlite.clone()));
         access.refresh().await;
+        let proxy = if cfg.proxy.upstreams.is_empty() {
+            None
+        } else {
+            let p = Proxy::new(&cfg.proxy, registry.clone(), access.clone())?;
+            // A cache serves what it holds even when no upstream answers: nothing here dials.
+            if let Err(e) = p.restore().await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the cache's upstream state");
+            }
+            for u in p.upstreams() {
+                tracing::info!(upstream = %u.name, url = %u.root(), "mirroring");
+            }
+            Some(p)
+        };
+        let service: Arc<dyn Service> = match &proxy {
+            Some(p) => Arc::new(p.clone()),
+            None => registry.clone(),
+        };
         let state = Arc::new(AppState {
-            registry: registry.clone(),
+            registry: service,
+            proxy: proxy.clone(),
             settings: HttpSettings {
                 chunk_min_length: cfg.uploads.chunk_min_length,
             },
@@ -133,6 +159,7 @@ impl App {
         });
         Ok(App {
             registry,
+            proxy,
             state,
             meta,
             access,
@@ -167,11 +194,15 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let background = [
+    let mut background = vec![
         tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone())),
         tokio::spawn(app.access.clone().watch(cancel.clone())),
         tokio::spawn(sweep_throttle(app.state.clone(), cancel.clone())),
+        tokio::spawn(record_pulls(app.registry.clone(), cancel.clone())),
     ];
+    if let Some(p) = &app.proxy {
+        background.push(tokio::spawn(p.clone().run(cancel.clone())));
+    }
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
     tokio::spawn(async move {
@@ -225,6 +256,23 @@ where
         ),
     }
     Ok(())
+}
+
+/// Writes the pulls noted on the request path, every 5 s and once more at shutdown.
+async fn record_pulls(registry: Arc<Registry>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let stop = tokio::select! {
+            _ = cancel.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(e) = registry.flush_pulls().await {
+            tracing::warn!(error = %e, "cannot record pulls");
+        }
+        if stop {
+            return;
+        }
+    }
 }
 
 /// Logs login blocks that ended and forgets quiet throttle entries.

@@ -15,6 +15,6 @@ pub mod users;
 
 pub use authn::{AuthError, Authenticator, Identity};
 pub use perms::{Perms, Role, TokenAccess};
-pub use policy::{namespace_of, valid_namespace, Authorizer, Principal, Visibility};
+pub use policy::{namespace_of, valid_namespace, Authorizer, OpenPull, Principal, Visibility};
 pub use scope::Scope;
 pub use users::{UserError, UserName, Users};

@@ -1,7 +1,7 @@
 //! Who may do what: the [`Principal`] a request acts as, and the [`Authorizer`] that turns a
 //! principal and a repository into [`Perms`] from namespaces, memberships and tokens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::metadata::access::AccessStore;
@@ -90,14 +90,48 @@ impl Visibility {
     }
 }
 
+/// Who may pull from the namespace of a mirrored upstream without being a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenPull {
+    /// Anyone, without credentials too.
+    Anyone,
+    /// Anyone who logged in.
+    Authenticated,
+    /// Nobody but members (and server admins).
+    Members,
+}
+
+impl OpenPull {
+    fn perms(self, p: &Principal) -> Perms {
+        match (self, p) {
+            (OpenPull::Anyone, _) => Perms::PULL,
+            (OpenPull::Authenticated, Principal::Anonymous) => Perms::NONE,
+            (OpenPull::Authenticated, _) => Perms::PULL,
+            (OpenPull::Members, _) => Perms::NONE,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Authorizer {
     store: Arc<dyn AccessStore>,
+    /// Namespaces of mirrored upstreams and who may pull there without membership.
+    mirrors: Arc<HashMap<String, OpenPull>>,
 }
 
 impl Authorizer {
     pub fn new(store: Arc<dyn AccessStore>) -> Self {
-        Authorizer { store }
+        Authorizer {
+            store,
+            mirrors: Arc::default(),
+        }
+    }
+
+    /// Adds the namespaces of mirrored upstreams: nobody may push there (the cache refuses
+    /// it too), and pulls are open as configured, on top of any members the namespace has.
+    pub fn with_upstreams(mut self, mirrors: HashMap<String, OpenPull>) -> Self {
+        self.mirrors = Arc::new(mirrors);
+        self
     }
 
     /// What `p` may do to `repo`, by the namespace's current settings.
@@ -110,13 +144,17 @@ impl Authorizer {
         p: &Principal,
         namespace: &str,
     ) -> Result<Perms, MetadataError> {
+        let open = self
+            .mirrors
+            .get(namespace)
+            .map_or(Perms::NONE, |o| o.perms(p));
         let user = match p {
             Principal::User { admin: true, .. } => return Ok(Perms::ALL),
             Principal::User { name, .. } => Some(name.as_str()),
             _ => None,
         };
         let Some((ns, role)) = self.store.namespace_and_role(namespace, user).await? else {
-            return Ok(Perms::NONE);
+            return Ok(open);
         };
         let mut perms = if ns.public { Perms::PULL } else { Perms::NONE };
         if let Some(role) = role.and_then(|r| r.parse::<Role>().ok()) {
@@ -132,7 +170,11 @@ impl Authorizer {
                 perms = perms.union(access.perms());
             }
         }
-        Ok(perms)
+        if self.mirrors.contains_key(namespace) {
+            // A mirror is read-only whatever the role says.
+            perms = perms.intersect(Perms::PULL);
+        }
+        Ok(perms.union(open))
     }
 
     /// True when `p` may manage the members and tokens of `namespace`.
@@ -162,6 +204,12 @@ impl Authorizer {
             .filter(|n| n.public)
             .map(|n| n.name)
             .collect();
+        set.extend(
+            self.mirrors
+                .iter()
+                .filter(|(_, o)| o.perms(p).contains(Perms::PULL))
+                .map(|(n, _)| n.clone()),
+        );
         match p {
             Principal::User { name, .. } => set.extend(
                 self.store

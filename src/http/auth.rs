@@ -131,13 +131,14 @@ fn store_error(e: MetadataError) -> ApiError {
 /// The 429 for a throttled login.
 pub fn throttled(wait: std::time::Duration) -> ApiError {
     // Rounded up: a client that waits the advertised time must find the block over.
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
-    ApiError::new(
-        Code::TooManyRequests,
-        format!("too many failed logins; retry in {secs} s"),
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    super::error::with_retry_after(
+        ApiError::new(
+            Code::TooManyRequests,
+            format!("too many failed logins; retry in {secs} s"),
+        ),
+        Some(wait),
     )
-    .header(header::RETRY_AFTER, &secs.to_string())
 }
 
 fn denied(principal: &Principal, repo: &RepoName, missing: Perms) -> ApiError {

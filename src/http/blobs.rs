@@ -6,10 +6,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use crate::oci::range::{evaluate_range, RangeRequest};
 use crate::oci::{Digest, RepoName};
 
-use super::error::{ApiError, ApiResult, Code};
+use super::error::ApiResult;
 use super::{empty, AppState};
 
 pub async fn get(
@@ -19,29 +18,14 @@ pub async fn get(
     req: &Parts,
     with_body: bool,
 ) -> ApiResult {
-    let size = app.registry.stat_blob(repo, digest).await?;
-    let range = match req.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(v) if with_body => evaluate_range(v, size),
-        _ => RangeRequest::Full,
+    let range = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let reply = app.registry.blob(repo, digest, range, with_body).await?;
+    let size = reply.size;
+    let (status, length) = match reply.part {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
+        None => (StatusCode::OK, size),
     };
-    let (status, part) = match range {
-        RangeRequest::Full => (StatusCode::OK, None),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
-        RangeRequest::Unsatisfiable => {
-            return Err(
-                ApiError::new(Code::SizeInvalid, "requested range not satisfiable")
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, &format!("bytes */{size}")),
-            )
-        }
-    };
-    let length = part.map_or(size, |r| r.len());
-    let body = if with_body && length > 0 {
-        Body::from_stream(app.registry.read_blob(repo, digest, part).await?)
-    } else {
-        Body::empty()
-    };
-    let mut resp = Response::new(body);
+    let mut resp = Response::new(reply.body.map_or_else(Body::empty, Body::from_stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     let d = digest.to_string();
@@ -63,11 +47,14 @@ pub async fn get(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=31536000"),
     );
-    if let Some(r) = part {
+    if let Some(r) = reply.part {
         h.insert(
             header::CONTENT_RANGE,
             HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end)).expect("ASCII"),
         );
+    }
+    if let Some(c) = reply.cache {
+        h.insert(super::CACHE_HEADER, HeaderValue::from_static(c.as_str()));
     }
     Ok(resp)
 }

@@ -71,7 +71,7 @@ pub async fn catalog(app: &AppState, req: &Parts, access: &Access) -> ApiResult 
     let visible = app.gate.visibility(access).await?;
     let page = app
         .registry
-        .catalog(q.get("last"), n, |name| visible.shows(name))
+        .catalog(q.get("last"), n, &|name: &str| visible.shows(name))
         .await?;
     let body = json!({ "repositories": page.items }).to_string();
     Ok(with_link(

@@ -121,6 +121,19 @@ impl Endpoint {
         }
     }
 
+    /// The same endpoint on another repository (after the cache routed the request).
+    pub fn with_repo(self, repo: RepoName) -> Endpoint {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => self,
+            Endpoint::Tags(_) => Endpoint::Tags(repo),
+            Endpoint::Manifest(_, r) => Endpoint::Manifest(repo, r),
+            Endpoint::Blob(_, d) => Endpoint::Blob(repo, d),
+            Endpoint::Uploads(_) => Endpoint::Uploads(repo),
+            Endpoint::Upload(_, id) => Endpoint::Upload(repo, id),
+            Endpoint::Referrers(_, d) => Endpoint::Referrers(repo, d),
+        }
+    }
+
     /// What a request with `method` on this endpoint does.
     pub fn action(&self, method: &axum::http::Method) -> Action {
         use axum::http::Method;

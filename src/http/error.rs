@@ -41,6 +41,9 @@ pub enum Code {
     Unsupported,
     /// code-14: too many requests.
     TooManyRequests,
+    /// Not in the spec's table (which covers 4xx answers): a 503 when an upstream registry is
+    /// unreachable and nothing is cached, as Distribution's `UNAVAILABLE`.
+    Unavailable,
 }
 
 impl Code {
@@ -60,6 +63,7 @@ impl Code {
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -80,6 +84,7 @@ impl Code {
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -188,12 +193,33 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(Code::NameUnknown, msg).detail(json!({ "name": name.as_str() }))
             }
             RegistryError::Unsupported(_) => ApiError::new(Code::Unsupported, msg),
+            RegistryError::RangeUnsatisfiable { size } => ApiError::new(Code::SizeInvalid, msg)
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, &format!("bytes */{size}")),
+            RegistryError::Denied(_) => ApiError::new(Code::Denied, msg),
+            RegistryError::TooManyRequests { retry_after, .. } => {
+                with_retry_after(ApiError::new(Code::TooManyRequests, msg), retry_after)
+            }
+            RegistryError::Unavailable { retry_after, .. } => {
+                with_retry_after(ApiError::new(Code::Unavailable, msg), retry_after)
+            }
             RegistryError::BodyFailed(_) => {
                 ApiError::new(Code::BlobUploadInvalid, "request body ended early")
             }
             RegistryError::Storage(e) => ApiError::internal(&e),
             RegistryError::Metadata(e) => ApiError::internal(&e),
         }
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up so a client waiting it is not refused again.
+pub fn with_retry_after(e: ApiError, wait: Option<std::time::Duration>) -> ApiError {
+    match wait {
+        Some(w) => {
+            let secs = (w.as_secs() + u64::from(w.subsec_nanos() > 0)).max(1);
+            e.header(header::RETRY_AFTER, &secs.to_string())
+        }
+        None => e,
     }
 }
 

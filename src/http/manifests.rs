@@ -23,12 +23,8 @@ pub async fn get(
     req: &Parts,
     with_body: bool,
 ) -> ApiResult {
-    let (record, bytes) = if with_body {
-        let m = app.registry.get_manifest(repo, reference).await?;
-        (m.record, Some(m.bytes))
-    } else {
-        (app.registry.manifest_record(repo, reference).await?, None)
-    };
+    let reply = app.registry.manifest(repo, reference, with_body).await?;
+    let (record, bytes) = (reply.record, reply.bytes);
     let accept = req
         .headers
         .get_all(header::ACCEPT)
@@ -63,6 +59,9 @@ pub async fn get(
     h.insert(header::CONTENT_LENGTH, record.size.into());
     h.insert("docker-content-digest", ascii(&digest));
     h.insert(header::ETAG, ascii(&etag));
+    if let Some(c) = reply.cache {
+        h.insert(super::CACHE_HEADER, HeaderValue::from_static(c.as_str()));
+    }
     Ok(resp)
 }
 

@@ -18,7 +18,7 @@ use crate::auth::namespaces::Namespaces;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::Users;
 use crate::oci;
-use crate::registry::Registry;
+use crate::registry::Service;
 use crate::storage::ByteStream;
 
 mod access_log;
@@ -45,8 +45,14 @@ pub struct HttpSettings {
     pub chunk_min_length: u64,
 }
 
+/// Names where a proxied answer came from: `hit`, `miss` or `stale`.
+pub const CACHE_HEADER: &str = "x-berth-cache";
+
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    /// The registry's API: the hosted registry, or the pull-through cache around it.
+    pub registry: Arc<dyn Service>,
+    /// The pull-through cache, when upstreams are configured (for routing and its admin API).
+    pub proxy: Option<crate::proxy::Proxy>,
     pub settings: HttpSettings,
     pub gate: auth::Gate,
     pub users: Users,
@@ -124,25 +130,56 @@ async fn dispatch(state: AppRef, req: Request) -> Response {
         }
     };
     let (parts, body) = req.into_parts();
+    let (endpoint, ns) = match route(&state, endpoint, &parts).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     let access = match state.gate.admit(&parts, &endpoint).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     let subject = access.principal().map(|p| Subject(p.describe()));
-    let mut resp = route(state, endpoint, parts, body, access)
+    let mut resp = handle(state, endpoint, parts, body, access)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     if let Some(s) = subject {
         resp.extensions_mut().insert(s);
     }
+    if let Some(ns) = ns.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        // spec: "Registry Proxying": a registry that uses `ns` SHOULD echo it.
+        resp.headers_mut().insert("oci-namespace", ns);
+    }
     resp
+}
+
+/// Points a repository request at the pull-through cache when it names an upstream (path
+/// prefix, `?ns=`, or the default upstream for pulls of what does not exist here).
+async fn route(
+    state: &AppState,
+    endpoint: Endpoint,
+    parts: &Parts,
+) -> Result<(Endpoint, Option<String>), ApiError> {
+    let (Some(proxy), Some(repo)) = (&state.proxy, endpoint.repo()) else {
+        return Ok((endpoint, None));
+    };
+    let ns = Query::of(parts).get("ns").map(str::to_string);
+    let pull = endpoint.action(&parts.method) == Action::Pull;
+    match proxy.route(repo, ns.as_deref(), pull).await {
+        Ok(r) if &r.repo == repo => Ok((endpoint, r.ns)),
+        Ok(r) => Ok((endpoint.with_repo(r.repo), r.ns)),
+        Err(crate::proxy::RouteError::NameTooLong) => Err(ApiError::new(
+            Code::NameInvalid,
+            "the repository name is too long once its upstream prefix is added",
+        )),
+        Err(crate::proxy::RouteError::Store(e)) => Err(ApiError::internal(&e)),
+    }
 }
 
 /// Who a request acted as, for the access log (a name, never a credential).
 #[derive(Clone, Debug)]
 pub struct Subject(pub String);
 
-async fn route(
+async fn handle(
     State(app): AppRef,
     endpoint: Endpoint,
     parts: Parts,

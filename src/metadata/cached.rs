@@ -12,6 +12,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::memo::{Generation, Map};
+use super::proxy::{
+    CacheStore, CachedImage, DeleteBytes, PullRecord, RateBudget, UpstreamCounters, UpstreamState,
+};
 use super::{ManifestRecord, Metadata, NewManifest, Page, Result, UploadRecord};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
@@ -188,6 +191,10 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         self.inner.tags(repo, last, limit).await
     }
 
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        self.inner.repository_exists(repo).await
+    }
+
     async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
         self.inner.repositories(last, limit).await
     }
@@ -199,5 +206,92 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>> {
         self.inner.referrers(repo, subject, artifact_type).await
+    }
+}
+
+#[async_trait]
+impl<M: Metadata + CacheStore> CacheStore for CachedMetadata<M> {
+    async fn cache_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let r = self.inner.cache_manifest(repo, m, tag).await;
+        self.invalidated();
+        if let Some(t) = tag {
+            self.by_tag.remove(&(repo.clone(), t.clone()));
+        }
+        r
+    }
+
+    async fn tag_checked_at(&self, repo: &RepoName, tag: &Tag) -> Result<Option<i64>> {
+        self.inner.tag_checked_at(repo, tag).await
+    }
+
+    async fn mark_tag_checked(&self, repo: &RepoName, tag: &Tag, at: i64) -> Result<()> {
+        self.inner.mark_tag_checked(repo, tag, at).await
+    }
+
+    async fn record_pulls(&self, pulls: &[PullRecord], at: i64) -> Result<()> {
+        self.inner.record_pulls(pulls, at).await
+    }
+
+    async fn add_upstream_state(
+        &self,
+        name: &str,
+        delta: &UpstreamCounters,
+        budget: Option<&RateBudget>,
+    ) -> Result<()> {
+        self.inner.add_upstream_state(name, delta, budget).await
+    }
+
+    async fn upstream_states(&self) -> Result<Vec<UpstreamState>> {
+        self.inner.upstream_states().await
+    }
+
+    async fn set_pin(&self, repo: &str, pinned: bool) -> Result<bool> {
+        self.inner.set_pin(repo, pinned).await
+    }
+
+    async fn pins(&self) -> Result<Vec<String>> {
+        self.inner.pins().await
+    }
+
+    async fn cached_images(&self, prefixes: &[String]) -> Result<Vec<CachedImage>> {
+        self.inner.cached_images(prefixes).await
+    }
+
+    async fn cache_usage(&self, prefixes: &[String]) -> Result<u64> {
+        self.inner.cache_usage(prefixes).await
+    }
+
+    async fn evict_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>> {
+        let forget = || {
+            self.invalidated();
+            self.by_digest.remove(&(repo.clone(), digest.clone()));
+            self.by_tag
+                .retain(|(r, _), m| !(r == repo && &m.digest == digest));
+            self.blobs.retain(|(r, _), _| r != repo);
+        };
+        forget();
+        let r = self.inner.evict_manifest(repo, digest).await;
+        forget();
+        r
+    }
+
+    async fn delete_unreferenced(
+        &self,
+        candidates: &[Digest],
+        delete: DeleteBytes<'_>,
+    ) -> Result<Vec<Digest>> {
+        let forget = || {
+            self.invalidated();
+            self.blobs.retain(|(_, d), _| !candidates.contains(d));
+        };
+        forget();
+        let r = self.inner.delete_unreferenced(candidates, delete).await;
+        forget();
+        r
     }
 }

@@ -11,6 +11,7 @@ pub mod access;
 pub mod cached;
 pub mod cached_access;
 mod memo;
+pub mod proxy;
 pub mod sqlite;
 pub mod users;
 
@@ -126,6 +127,8 @@ pub trait Metadata: Send + Sync + 'static {
         last: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Option<Page>>;
+    /// True when the repository holds any manifest or blob.
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
     /// Repository names after `last`, at most `limit`.
     async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page>;
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
@@ -136,6 +139,10 @@ pub trait Metadata: Send + Sync + 'static {
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>>;
 }
+
+/// Everything the registry services keep: content metadata and the cache's state.
+pub trait Store: Metadata + proxy::CacheStore {}
+impl<T: Metadata + proxy::CacheStore> Store for T {}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

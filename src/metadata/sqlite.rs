@@ -86,7 +86,7 @@ fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
     })
 }
 
-async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
+pub(super) async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
     sqlx::query(
         "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
     )
@@ -101,7 +101,11 @@ async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Resul
     Ok(id)
 }
 
-async fn record_blob(tx: &mut Transaction<'_, Sqlite>, digest: &Digest, size: u64) -> Result<()> {
+pub(super) async fn record_blob(
+    tx: &mut Transaction<'_, Sqlite>,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
     sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
         .bind(digest.to_string())
         .bind(size as i64)
@@ -111,7 +115,7 @@ async fn record_blob(tx: &mut Transaction<'_, Sqlite>, digest: &Digest, size: u6
     Ok(())
 }
 
-async fn link(
+pub(super) async fn link(
     tx: &mut Transaction<'_, Sqlite>,
     repo_id: i64,
     digest: &Digest,
@@ -124,6 +128,75 @@ async fn link(
         .bind(now())
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Records a manifest (its bytes already stored) with the references it makes.
+pub(super) async fn insert_manifest(
+    tx: &mut Transaction<'_, Sqlite>,
+    rid: i64,
+    m: &NewManifest,
+    t: i64,
+) -> Result<()> {
+    let rec = &m.record;
+    let digest = rec.digest.to_string();
+    record_blob(tx, &rec.digest, rec.size).await?;
+    let annotations = rec
+        .annotations
+        .as_ref()
+        .map(|a| serde_json::to_string(a).expect("string maps serialize"));
+    sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(rid)
+    .bind(&digest)
+    .bind(&rec.media_type)
+    .bind(rec.size as i64)
+    .bind(&rec.artifact_type)
+    .bind(rec.subject.as_ref().map(|s| s.to_string()))
+    .bind(annotations)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    for r in &m.refs {
+        let (d, kind) = match r {
+            ManifestRef::Blob { digest, .. } => (digest, "blob"),
+            ManifestRef::Manifest { digest, .. } => (digest, "manifest"),
+        };
+        sqlx::query("INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(rid)
+            .bind(&digest)
+            .bind(d.to_string())
+            .bind(kind)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Points a tag at a manifest; `checked_at` is set for tags the cache revalidated.
+pub(super) async fn set_tag(
+    tx: &mut Transaction<'_, Sqlite>,
+    rid: i64,
+    tag: &Tag,
+    digest: &Digest,
+    t: i64,
+    checked_at: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tags (repo_id, name, digest, updated_at, checked_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (repo_id, name) DO UPDATE SET \
+           updated_at = CASE WHEN tags.digest = excluded.digest THEN tags.updated_at ELSE excluded.updated_at END, \
+           digest = excluded.digest, checked_at = excluded.checked_at",
+    )
+    .bind(rid)
+    .bind(tag.as_str())
+    .bind(digest.to_string())
+    .bind(t)
+    .bind(checked_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -332,52 +405,10 @@ impl Metadata for SqliteMetadata {
         if !missing.is_empty() {
             return Err(MetadataError::MissingReferences(missing));
         }
-        let rec = &m.record;
-        let digest = rec.digest.to_string();
         let t = now();
-        record_blob(&mut tx, &rec.digest, rec.size).await?;
-        let annotations = rec
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).expect("string maps serialize"));
-        sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(rid)
-        .bind(&digest)
-        .bind(&rec.media_type)
-        .bind(rec.size as i64)
-        .bind(&rec.artifact_type)
-        .bind(rec.subject.as_ref().map(|s| s.to_string()))
-        .bind(annotations)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        for r in &m.refs {
-            let (d, kind) = match r {
-                ManifestRef::Blob { digest, .. } => (digest, "blob"),
-                ManifestRef::Manifest { digest, .. } => (digest, "manifest"),
-            };
-            sqlx::query("INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-                .bind(rid)
-                .bind(&digest)
-                .bind(d.to_string())
-                .bind(kind)
-                .execute(&mut *tx)
-                .await?;
-        }
+        insert_manifest(&mut tx, rid, m, t).await?;
         for tag in tags {
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(rid)
-            .bind(tag.as_str())
-            .bind(&digest)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+            set_tag(&mut tx, rid, tag, &m.record.digest, t, None).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -456,6 +487,17 @@ impl Metadata for SqliteMetadata {
         .fetch_all(&self.read)
         .await?;
         Ok(Some(page(items, limit)))
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM repositories r WHERE r.name = ? \
+               AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
+                    OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)))",
+        )
+        .bind(repo.as_str())
+        .fetch_one(&self.read)
+        .await?)
     }
 
     async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {

@@ -34,6 +34,18 @@ pub fn manifest_kind(media_type: &str) -> Option<ManifestKind> {
     }
 }
 
+/// The `Accept` a mirror sends upstream: every manifest type it can store and serve, so the
+/// upstream never converts (a conversion would change the digest clients pinned).
+pub fn manifest_accept() -> String {
+    [
+        OCI_INDEX,
+        OCI_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+        DOCKER_MANIFEST_V2,
+    ]
+    .join(", ")
+}
+
 /// The media type without parameters, lowercased: `a/b; charset=x` -> `a/b`.
 pub fn essence(value: &str) -> String {
     value

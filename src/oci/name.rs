@@ -146,6 +146,16 @@ pub enum Reference {
     Digest(Digest),
 }
 
+impl Reference {
+    /// The tag, when the reference is one.
+    pub fn tag(&self) -> Option<&Tag> {
+        match self {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        }
+    }
+}
+
 impl FromStr for Reference {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -2,7 +2,7 @@
 //! only if that repository holds a link to it.
 
 use crate::oci::range::ByteRange;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Digest, RepoName, UploadId};
 use crate::storage::{ByteStream, StorageError};
 
 use super::{Registry, RegistryError, Result};
@@ -43,6 +43,21 @@ impl Registry {
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))
         }
+    }
+
+    /// Commits a blob fetched from an upstream and spooled in upload `id` (its digest
+    /// verified by the caller) and links it into `repo`: bytes durable first, then the link,
+    /// then the check that a concurrent deletion did not remove the stored copy.
+    pub async fn store_cached_blob(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        len: u64,
+        digest: &Digest,
+    ) -> Result<()> {
+        let committed = self.storage.commit(id, len, digest).await?;
+        self.meta.link_blob(repo, digest, len).await?;
+        self.settle(id, len, digest, committed).await
     }
 
     /// Links a blob `from` holds into `repo`; `None` when `from` does not hold it.

@@ -8,7 +8,7 @@ use crate::oci::{Digest, RepoName};
 use super::{Registry, RegistryError, Result};
 
 /// One descriptor of the referrers index.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Referrer {
     pub media_type: String,
@@ -46,7 +46,7 @@ impl Registry {
         &self,
         last: Option<&str>,
         limit: u32,
-        visible: impl Fn(&str) -> bool,
+        visible: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
     ) -> Result<Page> {
         let mut items = Vec::new();
         if limit == 0 {

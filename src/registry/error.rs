@@ -2,6 +2,7 @@
 //! variant to its error code and status.
 
 use std::io;
+use std::time::Duration;
 
 use crate::metadata::MetadataError;
 use crate::oci::{Digest, RepoName};
@@ -34,6 +35,24 @@ pub enum RegistryError {
     NameUnknown(RepoName),
     #[error("{0}")]
     Unsupported(String),
+    /// A `Range` outside a blob of `size` bytes.
+    #[error("requested range not satisfiable")]
+    RangeUnsatisfiable { size: u64 },
+    /// The operation is refused whoever asks (a push to a proxied repository).
+    #[error("{0}")]
+    Denied(String),
+    /// An upstream registry rate-limited berth and nothing usable is cached.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// An upstream registry cannot be reached and nothing usable is cached.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The request body broke off: nothing from it was acknowledged.
     #[error("request body failed: {0}")]
     BodyFailed(io::Error),

@@ -10,6 +10,55 @@ use crate::storage::{read_small, StorageError};
 
 use super::{Registry, RegistryError, Result};
 
+/// Parses and describes a manifest for metadata: its digest (checked against `reference`
+/// when that is a digest), record and references, and its subject.
+pub(crate) fn describe(
+    body: &Bytes,
+    content_type: Option<&str>,
+    reference: &Reference,
+) -> Result<(NewManifest, Option<Digest>)> {
+    let parsed = manifest::parse(body, content_type).map_err(invalid)?;
+    let digest = match reference {
+        Reference::Digest(d) => {
+            let actual = d.algorithm().digest(body);
+            if &actual != d {
+                return Err(RegistryError::DigestInvalid(format!(
+                    "manifest content has digest {actual}, not {d}"
+                )));
+            }
+            actual
+        }
+        Reference::Tag(_) => Algorithm::Sha256.digest(body),
+    };
+    let refs = parsed
+        .blobs
+        .iter()
+        .map(|d| ManifestRef::Blob {
+            digest: d.digest.clone(),
+            size: d.size,
+        })
+        .chain(parsed.children.iter().map(|d| ManifestRef::Manifest {
+            digest: d.digest.clone(),
+            size: d.size,
+        }))
+        .collect();
+    let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+    Ok((
+        NewManifest {
+            record: ManifestRecord {
+                digest,
+                media_type: parsed.media_type,
+                size: body.len() as u64,
+                artifact_type: parsed.artifact_type,
+                subject: subject.clone(),
+                annotations: parsed.annotations,
+            },
+            refs,
+        },
+        subject,
+    ))
+}
+
 /// A manifest and its bytes, ready to serve.
 pub struct StoredManifest {
     pub record: ManifestRecord,
@@ -85,48 +134,13 @@ impl Registry {
         if body.len() as u64 > limit {
             return Err(RegistryError::ManifestTooLarge { limit });
         }
-        let parsed = manifest::parse(&body, content_type).map_err(invalid)?;
-        let digest = match reference {
-            Reference::Digest(d) => {
-                let actual = d.algorithm().digest(&body);
-                if &actual != d {
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "manifest content has digest {actual}, not {d}"
-                    )));
-                }
-                actual
-            }
-            Reference::Tag(_) => Algorithm::Sha256.digest(&body),
-        };
+        let (new, subject) = describe(&body, content_type, reference)?;
+        let digest = new.record.digest.clone();
         let mut tags = extra_tags;
         if let Reference::Tag(t) = reference {
             tags.insert(0, t.clone());
         }
         tags.dedup();
-        let refs = parsed
-            .blobs
-            .iter()
-            .map(|d| ManifestRef::Blob {
-                digest: d.digest.clone(),
-                size: d.size,
-            })
-            .chain(parsed.children.iter().map(|d| ManifestRef::Manifest {
-                digest: d.digest.clone(),
-                size: d.size,
-            }))
-            .collect();
-        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let new = NewManifest {
-            record: ManifestRecord {
-                digest: digest.clone(),
-                media_type: parsed.media_type,
-                size: body.len() as u64,
-                artifact_type: parsed.artifact_type,
-                subject: subject.clone(),
-                annotations: parsed.annotations,
-            },
-            refs,
-        };
         // Bytes durable first, then the metadata that points at them.
         self.storage.put(&digest, body.clone()).await?;
         match self.meta.put_manifest(repo, &new, &tags).await {
@@ -145,12 +159,41 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         }
+        // A manifest blob that was unreferenced may have been deleted between the put (which
+        // found it stored) and the transaction that references it again: store it anew.
+        if self.storage.stat(&digest).await?.is_none() {
+            self.storage.put(&digest, body.clone()).await?;
+        }
         self.manifests.insert(digest.clone(), body);
         Ok(ManifestPut {
             digest,
             subject,
             tags,
         })
+    }
+
+    /// Stores a manifest fetched from an upstream, byte-exact, under `repo` (and `tag`, as
+    /// revalidated now), without requiring what it references to be here: a mirror fetches
+    /// only what clients pull. `reference` is what it was fetched by; a digest is verified.
+    pub async fn store_cached_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        tag: Option<&Tag>,
+    ) -> Result<ManifestRecord> {
+        let (new, _) = describe(&body, content_type, reference)?;
+        let digest = new.record.digest.clone();
+        // Bytes durable first, then the metadata that points at them; then the check that a
+        // concurrent deletion of the same (unreferenced) bytes did not win the race.
+        self.storage.put(&digest, body.clone()).await?;
+        self.meta.cache_manifest(repo, &new, tag).await?;
+        if self.storage.stat(&digest).await?.is_none() {
+            self.storage.put(&digest, body.clone()).await?;
+        }
+        self.manifests.insert(digest, body);
+        Ok(new.record)
     }
 
     /// Deletes a manifest by digest (with every tag pointing at it), or untags by tag.

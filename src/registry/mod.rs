@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metadata::Metadata;
+use crate::metadata::Store;
 use crate::storage::Storage;
 
 mod blobs;
@@ -13,11 +13,14 @@ mod cache;
 mod discovery;
 pub mod error;
 mod manifests;
+mod pulls;
+pub mod service;
 mod uploads;
 
 pub use discovery::Referrer;
 pub use error::{RegistryError, Result};
 pub use manifests::{ManifestPut, StoredManifest};
+pub use service::{BlobReply, CacheStatus, ManifestReply, Service};
 pub use uploads::AppendRequest;
 
 /// Limits and switches the services enforce.
@@ -41,21 +44,33 @@ impl Default for Policy {
 
 pub struct Registry {
     storage: Arc<dyn Storage>,
-    meta: Arc<dyn Metadata>,
+    meta: Arc<dyn Store>,
     policy: Policy,
     uploads: uploads::Sessions,
     manifests: cache::ManifestCache,
+    pulls: pulls::Pulls,
 }
 
 impl Registry {
-    pub fn new(storage: Arc<dyn Storage>, meta: Arc<dyn Metadata>, policy: Policy) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, meta: Arc<dyn Store>, policy: Policy) -> Self {
         Registry {
             storage,
             meta,
             policy,
             uploads: Default::default(),
             manifests: cache::ManifestCache::new(64 * 1024 * 1024),
+            pulls: Default::default(),
         }
+    }
+
+    /// The blob backend, for services layered on this one (the pull-through cache).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The metadata store, for services layered on this one.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.meta
     }
 
     pub fn policy(&self) -> &Policy {

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::metadata::{now, UploadRecord};
 use crate::oci::range::ByteRange;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
-use crate::storage::ByteStream;
+use crate::storage::{ByteStream, Committed};
 
 use super::{Registry, RegistryError, Result};
 
@@ -171,11 +171,36 @@ impl Registry {
         if let Some(chunk) = last_chunk {
             rec.size = self.append_locked(&rec, &mut state, chunk, false).await?;
         }
-        self.verify_and_commit(&rec, &mut state, digest).await?;
+        let committed = self.verify_and_commit(&rec, &mut state, digest).await?;
         self.meta.finish_upload(id, repo, digest, rec.size).await?;
+        self.settle(id, rec.size, digest, committed).await?;
         drop(state);
         self.uploads.forget(id);
         Ok(rec.size)
+    }
+
+    /// Finishes a commit once metadata links the blob. A commit that found the blob stored
+    /// already kept the upload; the stored copy may have been deleted (as unreferenced)
+    /// between that commit and the link, and then these bytes take its place. Either way the
+    /// upload is gone afterwards.
+    pub(crate) async fn settle(
+        &self,
+        id: &UploadId,
+        len: u64,
+        digest: &Digest,
+        committed: Committed,
+    ) -> Result<()> {
+        if committed == Committed::Published {
+            return Ok(());
+        }
+        if self.storage.stat(digest).await?.is_none() {
+            tracing::info!(%digest, "a blob deleted while it was linked again: storing it anew");
+            if self.storage.commit(id, len, digest).await? == Committed::Published {
+                return Ok(());
+            }
+        }
+        self.storage.cancel(id).await?;
+        Ok(())
     }
 
     /// Checks the digest over the upload's first `rec.size` bytes and commits them as a blob.
@@ -184,7 +209,7 @@ impl Registry {
         rec: &UploadRecord,
         state: &mut SessionState,
         digest: &Digest,
-    ) -> Result<()> {
+    ) -> Result<Committed> {
         let actual = match state.hash.take() {
             Some((h, n)) if n == rec.size && h.algorithm() == digest.algorithm() => h.finish(),
             _ => {
@@ -197,8 +222,7 @@ impl Registry {
                 "uploaded content has digest {actual}, not {digest}"
             )));
         }
-        self.storage.commit(&rec.id, rec.size, digest).await?;
-        Ok(())
+        Ok(self.storage.commit(&rec.id, rec.size, digest).await?)
     }
 
     async fn hash_upload(&self, id: &UploadId, len: u64, alg: Algorithm) -> Result<Digest> {
@@ -240,8 +264,9 @@ impl Registry {
                 size,
                 ..rec.clone()
             };
-            self.verify_and_commit(&rec, &mut state, digest).await?;
+            let committed = self.verify_and_commit(&rec, &mut state, digest).await?;
             self.meta.link_blob(repo, digest, size).await?;
+            self.settle(&rec.id, size, digest, committed).await?;
             Ok(size)
         }
         .await;

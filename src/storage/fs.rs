@@ -14,7 +14,7 @@ use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::paths::Layout;
-use super::{BlobStore, ByteStream, Result, StorageError, UploadArea};
+use super::{BlobStore, ByteStream, Committed, Result, StorageError, UploadArea};
 use crate::oci::range::ByteRange;
 use crate::oci::{Digest, UploadId};
 
@@ -197,20 +197,12 @@ impl BlobStore for FsStorage {
     }
 }
 
-#[async_trait]
-impl UploadArea for FsStorage {
-    async fn begin(&self, id: &UploadId) -> Result<()> {
-        // Not fsynced: a session whose empty file is lost in a crash is dropped by
-        // reconciliation, and nothing was acknowledged into it.
-        File::create(self.layout.upload(id)).await?;
-        Ok(())
-    }
-
-    async fn append(&self, id: &UploadId, offset: u64, mut data: ByteStream) -> Result<u64> {
-        let path = self.layout.upload(id);
+impl FsStorage {
+    /// Opens an upload positioned at `offset`, dropping anything past it (never acknowledged).
+    async fn open_for_append(&self, id: &UploadId, offset: u64) -> Result<File> {
         let mut file = OpenOptions::new()
             .write(true)
-            .open(&path)
+            .open(self.layout.upload(id))
             .await
             .map_err(map_not_found)?;
         let len = file.metadata().await?.len();
@@ -224,6 +216,35 @@ impl UploadArea for FsStorage {
             file.set_len(offset).await?;
         }
         file.seek(SeekFrom::Start(offset)).await?;
+        Ok(file)
+    }
+}
+
+/// Writes `pending` at the file's position and waits until it is in the file (not yet
+/// durable); returns the new length.
+async fn write_out(file: &mut File, pending: &mut bytes::BytesMut, len: u64) -> Result<u64> {
+    if pending.is_empty() {
+        return Ok(len);
+    }
+    file.write_all(pending).await?;
+    // tokio's File hands writes to a blocking thread: flush waits until it is done.
+    file.flush().await?;
+    let n = pending.len() as u64;
+    pending.clear();
+    Ok(len + n)
+}
+
+#[async_trait]
+impl UploadArea for FsStorage {
+    async fn begin(&self, id: &UploadId) -> Result<()> {
+        // Not fsynced: a session whose empty file is lost in a crash is dropped by
+        // reconciliation, and nothing was acknowledged into it.
+        File::create(self.layout.upload(id)).await?;
+        Ok(())
+    }
+
+    async fn append(&self, id: &UploadId, offset: u64, mut data: ByteStream) -> Result<u64> {
+        let file = self.open_for_append(id, offset).await?;
         let mut w = BufWriter::with_capacity(IO_BUF, file);
         let mut written = 0u64;
         while let Some(chunk) = data.next().await {
@@ -235,6 +256,61 @@ impl UploadArea for FsStorage {
         let file = w.into_inner();
         file.sync_data().await?;
         Ok(offset + written)
+    }
+
+    async fn append_following(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut data: ByteStream,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        use futures::FutureExt;
+        let mut file = self.open_for_append(id, offset).await?;
+        // Bytes are written out whenever 1 MiB has gathered or the source has nothing more
+        // ready, and only then announced: a follower never reads past what is in the file.
+        let mut pending = bytes::BytesMut::new();
+        let mut done = offset;
+        loop {
+            let next = match data.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    if !pending.is_empty() {
+                        done = write_out(&mut file, &mut pending, done).await?;
+                        progress(done);
+                    }
+                    data.next().await
+                }
+            };
+            match next {
+                None => break,
+                Some(chunk) => {
+                    pending.extend_from_slice(&chunk.map_err(StorageError::Source)?);
+                    if pending.len() >= IO_BUF {
+                        done = write_out(&mut file, &mut pending, done).await?;
+                        progress(done);
+                    }
+                }
+            }
+        }
+        done = write_out(&mut file, &mut pending, done).await?;
+        file.sync_data().await?;
+        progress(done);
+        Ok(done)
+    }
+
+    async fn read_upload_at(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream> {
+        if len == 0 {
+            return Ok(futures::stream::empty().boxed());
+        }
+        file_stream(
+            &self.layout.upload(id),
+            Some(ByteRange {
+                start,
+                end: start + len - 1,
+            }),
+        )
+        .await
     }
 
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
@@ -259,7 +335,7 @@ impl UploadArea for FsStorage {
         .await
     }
 
-    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<Committed> {
         let path = self.layout.upload(id);
         let target = self.layout.blob(digest);
         blocking(move || {
@@ -272,10 +348,9 @@ impl UploadArea for FsStorage {
                 }));
             }
             if target.exists() {
-                // Deduplicated: the bytes are already committed under this digest.
-                drop(file);
-                std::fs::remove_file(&path)?;
-                return Ok(Ok(()));
+                // Deduplicated: the bytes are already committed under this digest. The upload
+                // stays until the caller has linked the blob (and checked it is still there).
+                return Ok(Ok(Committed::Existing));
             }
             if actual > len {
                 file.set_len(len)?;
@@ -284,7 +359,7 @@ impl UploadArea for FsStorage {
             // Otherwise every byte was fdatasynced by the append that acknowledged it.
             drop(file);
             publish(&path, &target)?;
-            Ok(Ok(()))
+            Ok(Ok(Committed::Published))
         })
         .await
         .map_err(map_not_found)?

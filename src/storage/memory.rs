@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use super::{BlobStore, ByteStream, Result, StorageError, UploadArea};
+use super::{BlobStore, ByteStream, Committed, Result, StorageError, UploadArea};
 use crate::oci::range::ByteRange;
 use crate::oci::{Digest, UploadId};
 
@@ -99,7 +99,7 @@ impl UploadArea for MemoryStorage {
         Ok(once(Bytes::copy_from_slice(&buf[..len as usize])))
     }
 
-    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<Committed> {
         let mut uploads = self.uploads.lock();
         let buf = uploads.get(id).ok_or(StorageError::NotFound)?;
         if (buf.len() as u64) < len {
@@ -108,13 +108,13 @@ impl UploadArea for MemoryStorage {
                 actual: buf.len() as u64,
             });
         }
+        if self.blobs.lock().contains_key(digest) {
+            return Ok(Committed::Existing);
+        }
         let mut buf = uploads.remove(id).expect("checked above");
         buf.truncate(len as usize);
-        self.blobs
-            .lock()
-            .entry(digest.clone())
-            .or_insert_with(|| Bytes::from(buf));
-        Ok(())
+        self.blobs.lock().insert(digest.clone(), Bytes::from(buf));
+        Ok(Committed::Published)
     }
 
     async fn cancel(&self, id: &UploadId) -> Result<()> {

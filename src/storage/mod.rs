@@ -76,15 +76,58 @@ pub trait UploadArea: Send + Sync + 'static {
     /// Streams the first `len` bytes of an upload.
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream>;
 
+    /// Like [`UploadArea::append`], for an upload that others read while it grows (the
+    /// pull-through cache streams a blob to its clients as it arrives): `progress(n)` is
+    /// called whenever the first `n` bytes can be read with [`UploadArea::read_upload_at`].
+    /// Durable, like `append`, only when it returns.
+    async fn append_following(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        data: ByteStream,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        let n = self.append(id, offset, data).await?;
+        progress(n);
+        Ok(n)
+    }
+
+    /// Streams `len` bytes of an upload from `start`.
+    async fn read_upload_at(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream> {
+        use futures::StreamExt;
+        let mut skip = start;
+        let s = self.read_upload(id, start + len).await?;
+        Ok(s.map(move |chunk| {
+            let mut b = chunk?;
+            let cut = skip.min(b.len() as u64) as usize;
+            skip -= cut as u64;
+            Ok(b.split_off(cut))
+        })
+        .filter(|c| futures::future::ready(!matches!(c, Ok(b) if b.is_empty())))
+        .boxed())
+    }
+
     /// Atomically turns the first `len` bytes of an upload into blob `digest` (which the
-    /// caller has verified) and removes the upload. Durable when it returns.
-    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()>;
+    /// caller has verified) and removes the upload. Durable when it returns. When the blob is
+    /// stored already, the upload is kept ([`Committed::Existing`]): the caller links the blob
+    /// in metadata, then cancels the upload, or commits it again if the stored copy was
+    /// deleted meanwhile (see ARCHITECTURE.md, "Deleting blobs safely").
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<Committed>;
 
     /// Removes an upload; a missing one is not an error.
     async fn cancel(&self, id: &UploadId) -> Result<()>;
 
     /// Every upload present, for reconciliation at start-up.
     async fn list_uploads(&self) -> Result<Vec<UploadId>>;
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// The upload became the blob.
+    Published,
+    /// The blob was stored already; the upload is still there.
+    Existing,
 }
 
 /// A complete backend: committed blobs and an upload area.

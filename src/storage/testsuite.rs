@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::fs::collect;
-use super::{ByteStream, Storage, StorageError};
+use super::{ByteStream, Committed, Storage, StorageError};
 use crate::oci::range::ByteRange;
 use crate::oci::{Algorithm, UploadId};
 
@@ -122,14 +122,23 @@ pub async fn short_uploads_are_refused(s: &dyn Storage) {
     assert_eq!(s.stat(&d).await.unwrap(), None);
 }
 
+/// A commit of bytes already stored keeps the upload (the caller cancels it once the blob is
+/// linked, or commits it again if the stored copy was deleted meanwhile).
 pub async fn commit_deduplicates_and_cancel_forgets(s: &dyn Storage) {
     let d = Algorithm::Sha256.digest(b"same");
     s.put(&d, Bytes::from_static(b"same")).await.unwrap();
     let id = UploadId::new_random();
     s.begin(&id).await.unwrap();
     s.append(&id, 0, chunks(&[b"same"])).await.unwrap();
-    s.commit(&id, 4, &d).await.unwrap();
+    assert_eq!(s.commit(&id, 4, &d).await.unwrap(), Committed::Existing);
     assert_eq!(s.stat(&d).await.unwrap(), Some(4));
+    assert_eq!(s.list_uploads().await.unwrap(), vec![id.clone()]);
+    assert!(s.delete(&d).await.unwrap());
+    assert_eq!(s.commit(&id, 4, &d).await.unwrap(), Committed::Published);
+    assert_eq!(
+        collect(s.read(&d, None).await.unwrap()).await.unwrap(),
+        b"same"
+    );
     let other = UploadId::new_random();
     s.begin(&other).await.unwrap();
     s.cancel(&other).await.unwrap();
@@ -149,6 +158,49 @@ pub async fn empty_blobs_work(s: &dyn Storage) {
         .is_empty());
 }
 
+/// An upload that is read while it grows: every announced length is readable at once, the
+/// last announcement is the whole upload, and reads at an offset see exactly those bytes,
+/// before and (from the blob) after the commit.
+pub async fn followed_uploads_are_readable_as_they_grow(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    let announced = parking_lot::Mutex::new(Vec::new());
+    let parts: Vec<io::Result<Bytes>> = (0..40u8)
+        .map(|i| Ok(Bytes::from(vec![i; 64 * 1024])))
+        .collect();
+    let n = s
+        .append_following(&id, 0, futures::stream::iter(parts).boxed(), &|n| {
+            announced.lock().push(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 40 * 64 * 1024);
+    let announced = announced.into_inner();
+    assert_eq!(announced.last(), Some(&n));
+    assert!(announced.windows(2).all(|w| w[0] <= w[1]), "{announced:?}");
+    let mid = collect(s.read_upload_at(&id, 64 * 1024 - 2, 4).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mid, [0, 0, 1, 1]);
+    let whole = collect(s.read_upload(&id, n).await.unwrap()).await.unwrap();
+    let d = Algorithm::Sha256.digest(&whole);
+    s.commit(&id, n, &d).await.unwrap();
+    let tail = collect(
+        s.read(
+            &d,
+            Some(ByteRange {
+                start: n - 2,
+                end: n - 1,
+            }),
+        )
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tail, [39, 39]);
+}
+
 macro_rules! storage_suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -156,7 +208,7 @@ macro_rules! storage_suite {
             storage_suite!(@tests $make; put_stat_read_delete, upload_appends_and_commits,
                 unacknowledged_bytes_are_dropped, commit_truncates_to_acknowledged_length,
                 short_uploads_are_refused, commit_deduplicates_and_cancel_forgets,
-                empty_blobs_work);
+                empty_blobs_work, followed_uploads_are_readable_as_they_grow);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -958,7 +958,10 @@ async fn role_and_visibility_changes_apply_to_issued_tokens_within_a_second() {
     assert_eq!(status("team-a/app", dev.clone()).await, StatusCode::OK);
     assert_eq!(status("pub/app", anon.clone()).await, StatusCode::OK);
 
-    env.namespaces().remove_member("team-a", "dev").await.unwrap();
+    env.namespaces()
+        .remove_member("team-a", "dev")
+        .await
+        .unwrap();
     let took = within(Duration::from_secs(1), "a removed membership", || async {
         status("team-a/app", dev.clone()).await != StatusCode::OK
     })
@@ -968,9 +971,11 @@ async fn role_and_visibility_changes_apply_to_issued_tokens_within_a_second() {
     assert_eq!(e["detail"]["missing"], json!(["pull"]), "{e}");
 
     env.namespaces().set_public("pub", false).await.unwrap();
-    within(Duration::from_secs(1), "a namespace made private", || async {
-        status("pub/app", anon.clone()).await != StatusCode::OK
-    })
+    within(
+        Duration::from_secs(1),
+        "a namespace made private",
+        || async { status("pub/app", anon.clone()).await != StatusCode::OK },
+    )
     .await;
     let resp = get_manifest(&env, "pub/app", "v1", Some(&anon)).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);

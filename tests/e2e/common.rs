@@ -93,6 +93,8 @@ pub struct TestServer {
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The pull-through cache, when the configuration has upstreams.
+    pub proxy: Option<berth::proxy::Proxy>,
     // Dropped last: the server must stop using the directory first.
     _dir: tempfile::TempDir,
 }
@@ -113,6 +115,23 @@ impl TestServer {
             ..Config::default()
         };
         modify(&mut config);
+        TestServer::open(config, dir).await
+    }
+
+    /// Stops the server and starts it again on the same data dir (on another port).
+    pub async fn restart(mut self) -> TestServer {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran cleanly");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = std::mem::replace(&mut self._dir, dir);
+        TestServer::open(self.config.clone(), old).await
+    }
+
+    async fn open(config: Config, dir: tempfile::TempDir) -> TestServer {
         let app = berth::server::App::open(&config)
             .await
             .expect("the registry opens");
@@ -120,6 +139,7 @@ impl TestServer {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().unwrap();
+        let proxy = app.proxy.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(berth::server::run(listener, app, async move {
             let _ = rx.await;
@@ -136,8 +156,14 @@ impl TestServer {
             config,
             shutdown: Some(tx),
             handle: Some(handle),
+            proxy,
             _dir: dir,
         }
+    }
+
+    /// The pull-through cache of a server configured with upstreams.
+    pub fn proxy(&self) -> &berth::proxy::Proxy {
+        self.proxy.as_ref().expect("the server has upstreams")
     }
 
     /// Everything servers logged in this process so far.

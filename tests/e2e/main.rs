@@ -15,4 +15,6 @@ mod auth_matrix;
 mod auth_tokens;
 mod cli_access;
 mod cli_users;
+mod proxy;
+mod relay;
 mod restart;

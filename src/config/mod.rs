@@ -9,6 +9,12 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub mod proxy;
+pub mod units;
+
+pub use proxy::{On404, ProxyConfig, PullAccess, UpstreamConfig};
+pub use units::{Bytes, Span};
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -23,6 +29,7 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub proxy: ProxyConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -186,6 +193,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -329,6 +337,7 @@ impl Config {
                 "auth.throttle: block_secs and address_window_secs must be positive, and max_block_secs at least block_secs".into(),
             ));
         }
+        self.proxy.validate()?;
         if self
             .log
             .level

@@ -1,0 +1,201 @@
+//! Blobs through the cache. A blob linked into the mirrored repository is served from the
+//! store (a hit). One stored for another repository is linked here only after the upstream
+//! confirms it has it under this name (a `HEAD`): content is never lent across repositories
+//! on the strength of a digest alone. Anything else is a miss, fetched once (`fill.rs`) and
+//! streamed as it arrives; a `HEAD` on a miss asks the upstream's `HEAD`, so chained mirrors
+//! work without fetching.
+
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::oci::{Digest, RepoName};
+use crate::registry::service::range_of;
+use crate::registry::{BlobReply, CacheStatus, RegistryError, Result, Service};
+use crate::storage::ByteStream;
+
+use super::fill::{Fill, FillError};
+use super::stats::Counters;
+use super::upstream::UpstreamError;
+use super::{upstream_error, Proxy, Target};
+
+fn blob_error(e: FillError, digest: &Digest) -> RegistryError {
+    match e {
+        FillError::Upstream(UpstreamError::NotFound) => RegistryError::BlobUnknown(digest.clone()),
+        FillError::Upstream(e) => upstream_error(e, "blob"),
+        other => RegistryError::Unavailable {
+            message: format!("blob {digest} could not be fetched: {other}"),
+            retry_after: None,
+        },
+    }
+}
+
+/// Counts the bytes of a response body as they go out.
+fn counted(s: ByteStream, counter: Arc<Proxy>, slot: usize) -> ByteStream {
+    s.map(move |c| {
+        if let Ok(b) = &c {
+            let n: &AtomicU64 = &counter.inner.upstreams[slot].counters.bytes_served;
+            Counters::bump(n, b.len() as u64);
+        }
+        c
+    })
+    .boxed()
+}
+
+impl Proxy {
+    pub(super) async fn cached_blob(
+        &self,
+        t: &Target<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+        body: bool,
+    ) -> Result<BlobReply> {
+        let hosted = &self.inner.hosted;
+        let c = &t.slot.counters;
+        match hosted.blob(repo, digest, range, body).await {
+            Ok(r) => return Ok(self.served(t, r, CacheStatus::Hit)),
+            Err(RegistryError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let digest_s = digest.to_string();
+        if hosted.storage().stat(digest).await?.is_some() {
+            // Stored for another repository: only the upstream can say it belongs here.
+            match t.slot.head_blob(t.remote, &digest_s).await {
+                Ok(_) => {
+                    let size = hosted.storage().stat(digest).await?.unwrap_or(0);
+                    hosted.store().link_blob(repo, digest, size).await?;
+                    if let Ok(r) = hosted.blob(repo, digest, range, body).await {
+                        return Ok(self.served(t, r, CacheStatus::Hit));
+                    }
+                }
+                Err(UpstreamError::NotFound) => {
+                    return Err(RegistryError::BlobUnknown(digest.clone()))
+                }
+                Err(e) => {
+                    Counters::bump(&c.errors, 1);
+                    return Err(upstream_error(e, "blob"));
+                }
+            }
+        }
+        Counters::bump(&c.misses, 1);
+        if !body {
+            return match t.slot.head_blob(t.remote, &digest_s).await {
+                Ok(Some(size)) => Ok(BlobReply {
+                    size,
+                    part: None,
+                    body: None,
+                    cache: Some(CacheStatus::Miss),
+                }),
+                Ok(None) => Err(RegistryError::Unavailable {
+                    message: "the upstream did not say the blob's size".into(),
+                    retry_after: None,
+                }),
+                Err(UpstreamError::NotFound) => Err(RegistryError::BlobUnknown(digest.clone())),
+                Err(e) => {
+                    Counters::bump(&c.errors, 1);
+                    Err(upstream_error(e, "blob"))
+                }
+            };
+        }
+        let (fill, joined) = self.inner.fills.join(digest, |fill| {
+            let me = self.clone();
+            let (slot, remote, repo) = (t.slot.index, t.remote.to_string(), repo.clone());
+            tokio::spawn(me.run_fill(fill, slot, remote, repo));
+        });
+        if joined {
+            Counters::bump(&c.coalesced, 1);
+            // The fill links the repository that started it; this one is linked when it
+            // ends well, even if this client goes away first.
+            let (me, fill2, repo2) = (self.clone(), fill.clone(), repo.clone());
+            tokio::spawn(async move {
+                if let Ok(size) = fill2.done().await {
+                    let _ = me.inner.meta.link_blob(&repo2, &fill2.digest, size).await;
+                }
+            });
+        }
+        let size = fill.size().await.map_err(|e| blob_error(e, digest))?;
+        let part = range_of(range, size)?;
+        let stream = fill.follow(hosted.storage().clone(), part, size);
+        Ok(BlobReply {
+            size,
+            part,
+            body: Some(counted(stream, Arc::new(self.clone()), t.slot.index)),
+            cache: Some(CacheStatus::Miss),
+        })
+    }
+
+    fn served(&self, t: &Target<'_>, mut r: BlobReply, cache: CacheStatus) -> BlobReply {
+        Counters::bump(&t.slot.counters.hits, 1);
+        r.cache = Some(cache);
+        r.body = r
+            .body
+            .map(|b| counted(b, Arc::new(self.clone()), t.slot.index));
+        r
+    }
+
+    /// One upstream `GET`, spooled and verified, then stored and linked into `repo`.
+    async fn run_fill(self, fill: Arc<Fill>, slot: usize, remote: String, repo: RepoName) {
+        let s = &self.inner.upstreams[slot];
+        let storage = self.inner.hosted.storage().clone();
+        let result: std::result::Result<u64, FillError> = async {
+            let resp = s.get_blob(&remote, &fill.digest.to_string()).await?;
+            let announced = resp.content_length();
+            fill.set_size(announced);
+            storage.begin(&fill.upload).await?;
+            let hasher = Arc::new(Mutex::new(fill.digest.algorithm().hasher()));
+            let h = hasher.clone();
+            let me = self.clone();
+            let stream = resp
+                .bytes_stream()
+                .map(move |c| {
+                    let b = c.map_err(io::Error::other)?;
+                    h.lock().update(&b);
+                    Counters::bump(
+                        &me.inner.upstreams[slot].counters.bytes_fetched,
+                        b.len() as u64,
+                    );
+                    Ok(b)
+                })
+                .boxed();
+            let n = storage
+                .append_following(&fill.upload, 0, stream, &|n| fill.set_written(n))
+                .await?;
+            if let Some(a) = announced.filter(|a| *a != n) {
+                return Err(FillError::WrongSize {
+                    announced: a,
+                    actual: n,
+                });
+            }
+            let actual =
+                std::mem::replace(&mut *hasher.lock(), fill.digest.algorithm().hasher()).finish();
+            if actual != fill.digest {
+                return Err(FillError::Mismatch {
+                    expected: fill.digest.clone(),
+                    actual,
+                });
+            }
+            self.inner
+                .hosted
+                .store_cached_blob(&repo, &fill.upload, n, &fill.digest)
+                .await
+                .map_err(|e| FillError::Storage(e.to_string()))?;
+            Ok(n)
+        }
+        .await;
+        if let Err(e) = &result {
+            let _ = storage.cancel(&fill.upload).await;
+            let counter = match e {
+                FillError::Mismatch { .. } | FillError::WrongSize { .. } => &s.counters.mismatches,
+                _ => &s.counters.errors,
+            };
+            Counters::bump(counter, 1);
+            tracing::warn!(upstream = %s.name, repository = %repo, digest = %fill.digest, error = %e, "blob not cached");
+        }
+        fill.finish(result);
+        self.inner.fills.remove(&fill);
+    }
+}
