@@ -92,13 +92,21 @@ fn gate(cfg: &Config, access: &Arc<CachedAccess<SqliteMetadata>>) -> anyhow::Res
     })
 }
 
-impl App {
-    /// Opens storage and metadata under the configured data dir and reconciles any upload
-    /// interrupted by a crash.
-    pub async fn open(cfg: &Config) -> anyhow::Result<App> {
+/// The registry services over a data dir: storage, metadata, the hosted registry, the
+/// cached view of access settings and, with upstreams configured, the pull-through cache.
+/// Commands that work beside a running server open these without the data dir's lock (and
+/// never reconcile uploads, which are the server's).
+pub struct Services {
+    pub registry: Arc<Registry>,
+    pub proxy: Option<Proxy>,
+    pub access: Arc<CachedAccess<SqliteMetadata>>,
+    meta: Arc<CachedMetadata<SqliteMetadata>>,
+}
+
+impl Services {
+    pub async fn open(cfg: &Config) -> anyhow::Result<Services> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-        let lock = lock_data_dir(&cfg.data_dir)?;
         let storage: Arc<dyn Storage> = match cfg.storage {
             StorageConfig::Filesystem => {
                 Arc::new(FsStorage::open(&cfg.data_dir).await.with_context(|| {
@@ -118,13 +126,6 @@ impl App {
             upload_max_age: cfg.upload_max_idle(),
         };
         let registry = Arc::new(Registry::new(storage, meta.clone(), policy));
-        let fixed = registry
-            .reconcile_uploads()
-            .await
-            .context("cannot reconcile upload sessions")?;
-        if fixed > 0 {
-            tracing::info!(fixed, "reconciled upload sessions left by an unclean stop");
-        }
         // Users and access settings are read through a cache that follows the database's
         // auth generation, so changes from the CLI or elsewhere apply within its poll.
         let access = Arc::new(CachedAccess::new(sqlite.clone()));
@@ -137,11 +138,56 @@ impl App {
             if let Err(e) = p.restore().await {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the cache's upstream state");
             }
+            Some(p)
+        };
+        Ok(Services {
+            registry,
+            proxy,
+            access,
+            meta,
+        })
+    }
+
+    /// Writes what is kept in memory for batching (pulls, cache counters).
+    pub async fn flush(&self) {
+        if let Err(e) = self.registry.flush_pulls().await {
+            tracing::warn!(error = %e, "cannot record pulls");
+        }
+        if let Some(p) = &self.proxy {
+            p.flush_stats().await;
+        }
+    }
+
+    pub async fn close(&self) {
+        self.meta.inner().close().await;
+    }
+}
+
+impl App {
+    /// Opens storage and metadata under the configured data dir and reconciles any upload
+    /// interrupted by a crash.
+    pub async fn open(cfg: &Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+        let lock = lock_data_dir(&cfg.data_dir)?;
+        let Services {
+            registry,
+            proxy,
+            access,
+            meta,
+        } = Services::open(cfg).await?;
+        let fixed = registry
+            .reconcile_uploads()
+            .await
+            .context("cannot reconcile upload sessions")?;
+        if fixed > 0 {
+            tracing::info!(fixed, "reconciled upload sessions left by an unclean stop");
+        }
+        if let Some(p) = &proxy {
             for u in p.upstreams() {
                 tracing::info!(upstream = %u.name, url = %u.root(), "mirroring");
             }
-            Some(p)
-        };
+        }
         let service: Arc<dyn Service> = match &proxy {
             Some(p) => Arc::new(p.clone()),
             None => registry.clone(),

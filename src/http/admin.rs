@@ -33,6 +33,7 @@ type AppRef = State<Arc<AppState>>;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .merge(super::admin_cache::routes())
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{name}", delete(delete_user))
@@ -62,7 +63,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Who is calling; `None` when access control is off (everyone administers).
-struct Caller(Option<Principal>);
+pub(super) struct Caller(Option<Principal>);
 
 impl Caller {
     fn is_admin(&self) -> bool {
@@ -77,7 +78,7 @@ impl Caller {
         }
     }
 
-    fn require_admin(&self) -> ApiResult<()> {
+    pub(super) fn require_admin(&self) -> ApiResult<()> {
         if self.is_admin() {
             Ok(())
         } else {
@@ -106,11 +107,11 @@ fn forbidden(msg: &str) -> ApiError {
     ApiError::new(Code::Denied, msg)
 }
 
-fn not_found(msg: String) -> ApiError {
+pub(super) fn not_found(msg: String) -> ApiError {
     ApiError::new(Code::NameUnknown, msg)
 }
 
-fn invalid(msg: String) -> ApiError {
+pub(super) fn invalid(msg: String) -> ApiError {
     ApiError::new(Code::Unsupported, msg).status(StatusCode::BAD_REQUEST)
 }
 
@@ -156,14 +157,14 @@ async fn caller(app: &AppState, parts: &Parts) -> ApiResult<Caller> {
     }
 }
 
-async fn read_json<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
+pub(super) async fn read_json<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| invalid("the body is too large or ended early".into()))?;
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid JSON body: {e}")))
 }
 
-fn ok(status: StatusCode, v: Value) -> Response {
+pub(super) fn ok(status: StatusCode, v: Value) -> Response {
     json_response(status, v.to_string())
 }
 

@@ -23,6 +23,7 @@ use crate::storage::ByteStream;
 
 mod access_log;
 mod admin;
+mod admin_cache;
 pub mod auth;
 mod blobs;
 pub mod conn;

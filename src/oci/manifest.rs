@@ -35,6 +35,9 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(skip)]
     pub urls: Vec<String>,
+    /// `os/architecture[/variant]`, for the children of an index that say.
+    #[serde(skip)]
+    pub platform: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +49,14 @@ struct RawDescriptor {
     artifact_type: Option<String>,
     annotations: Option<BTreeMap<String, String>>,
     urls: Option<Vec<String>>,
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize)]
+struct RawPlatform {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +115,14 @@ fn descriptor(raw: RawDescriptor, field: &str) -> Result<Descriptor, ManifestErr
         artifact_type: raw.artifact_type,
         annotations: raw.annotations,
         urls: raw.urls.unwrap_or_default(),
+        platform: raw.platform.and_then(|p| {
+            let mut s = format!("{}/{}", p.os?, p.architecture?);
+            if let Some(v) = p.variant.filter(|v| !v.is_empty()) {
+                s.push('/');
+                s.push_str(&v);
+            }
+            Some(s)
+        }),
     })
 }
 

@@ -32,6 +32,7 @@ pub mod evict;
 mod fill;
 mod flights;
 mod fresh;
+pub mod images;
 pub mod route;
 mod stats;
 pub mod upstream;
@@ -179,6 +180,11 @@ impl Proxy {
 
     pub fn hosted(&self) -> &Arc<Registry> {
         &self.inner.hosted
+    }
+
+    /// The size bound (`0`: unbounded).
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
     }
 
     /// Blob fetches under way now.

@@ -78,7 +78,7 @@ impl Proxy {
         Ok(hosted())
     }
 
-    fn local_name(&self, upstream: usize, remote: &str) -> Result<RepoName, RouteError> {
+    pub(super) fn local_name(&self, upstream: usize, remote: &str) -> Result<RepoName, RouteError> {
         let up = &self.inner.upstreams[upstream];
         let remote = normalize(remote, up.config.is_docker_hub());
         format!("{}/{remote}", up.name)

@@ -14,6 +14,7 @@ mod api_uploads;
 mod auth_matrix;
 mod auth_tokens;
 mod cli_access;
+mod cli_cache;
 mod cli_users;
 mod proxy;
 mod relay;

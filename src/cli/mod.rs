@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod access;
+pub mod cache;
+
 use crate::config::{
     AuthMode, AuthOverrides, Config, ConfigError, LogFormat, Overrides, TlsOverrides,
 };
@@ -43,6 +46,74 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The pull-through cache: warm, list, statistics, refresh, purge, pin (works while the
+    /// server runs).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Pull the images listed in FILE into the cache, in parallel; running it again costs
+    /// only revalidations. One image per line: `alpine:3.20`, `docker.io/library/redis:7`,
+    /// `ghcr.io/org/img@sha256:...`, `hub/library/alpine` (by prefix); `#` starts a comment.
+    Warm {
+        file: PathBuf,
+        /// Images fetched at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Only this platform of multi-platform images (os/arch, e.g. linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// List the cached images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Hits, misses, stale serves, bytes and each upstream's rate-limit budget.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Revalidate a cached tag with its upstream now, whatever its TTL.
+    Refresh {
+        image: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Remove an image (or a whole repository, when no tag or digest is given) from the
+    /// cache; with --all, everything not pinned.
+    Purge {
+        image: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Print what would go and stop.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Never evict a repository (e.g. hub/library/alpine, or alpine).
+    Pin {
+        repo: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Let eviction consider a repository again.
+    Unpin {
+        repo: String,
+        #[command(flatten)]
+        common: CommonArgs,
     },
 }
 
