@@ -1,5 +1,6 @@
 //! One structured log line per request (method, path, query, status, bytes in and out,
-//! duration, client, and the user or token it acted as), and the `Docker-Distribution-API-Version` header on every response.
+//! duration, client, the user or token it acted as, and the cache outcome of a proxied
+//! request), and the `Docker-Distribution-API-Version` header on every response.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +59,7 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         duration_ms = start.elapsed().as_secs_f64() * 1000.0,
         client,
         user = resp.extensions().get::<super::Subject>().map(|s| s.0.as_str()).unwrap_or(""),
+        cache = resp.headers().get("x-berth-cache").and_then(|v| v.to_str().ok()).unwrap_or(""),
         "request"
     );
     resp

@@ -14,6 +14,7 @@
 #   SKIP_DOCKER=1          do not run tests/clients/docker.sh (docker CLI + dockerd, ctr) at the end
 #                          (nor the docker checks of auth.sh)
 #   SKIP_AUTH=1            do not run tests/clients/auth.sh (access control: logins, tokens, TLS)
+#   SKIP_PROXY=1           do not run tests/clients/proxy.sh (the pull-through cache)
 #   BIG_BLOB_MB=1024       size of the large blob round trip, in MiB
 #
 # Needs root on a fresh machine only to apt-get install missing tools.
@@ -464,4 +465,16 @@ else
     BERTH=$BERTH KEEP=${KEEP:-0} SKIP_DOCKER=${SKIP_DOCKER:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} \
         bash "$HERE/auth.sh" || AUTH_RC=$?
 fi
-[ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ]
+# The pull-through cache (skopeo, podman, ctr hosts.toml mirrors, dockerd registry-mirrors,
+# docker-registry as the upstream): a separate script with its own berth and upstream.
+PROXY_RC=0
+if [ "${SKIP_PROXY:-0}" = 1 ]; then
+    echo "SKIP: pull-through cache checks (SKIP_PROXY=1 given)"
+else
+    echo
+    echo "== tests/clients/proxy.sh"
+    BERTH=$BERTH KEEP=${KEEP:-0} SKIP_DOCKER=${SKIP_DOCKER:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} \
+        bash "$HERE/proxy.sh" || PROXY_RC=$?
+fi
+[ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ] &&
+    [ "$PROXY_RC" = 0 ]
