@@ -6,7 +6,7 @@
 //! work without fetching.
 
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -149,29 +149,48 @@ impl Proxy {
             let hasher = Arc::new(Mutex::new(fill.digest.algorithm().hasher()));
             let h = hasher.clone();
             let me = self.clone();
+            // The digest of everything the upstream sent, taken the moment its body ends, so
+            // the held-back last byte goes out before the spool is made durable.
+            let seen: Arc<Mutex<Option<(Digest, u64)>>> = Arc::default();
+            let (seen2, fill2, count) = (seen.clone(), fill.clone(), Arc::new(AtomicU64::new(0)));
+            let count2 = count.clone();
             let stream = resp
                 .bytes_stream()
                 .map(move |c| {
                     let b = c.map_err(io::Error::other)?;
                     h.lock().update(&b);
+                    count2.fetch_add(b.len() as u64, Ordering::Relaxed);
                     Counters::bump(
                         &me.inner.upstreams[slot].counters.bytes_fetched,
                         b.len() as u64,
                     );
                     Ok(b)
                 })
+                .chain(futures::stream::once(async move {
+                    let algorithm = fill2.digest.algorithm();
+                    let actual =
+                        std::mem::replace(&mut *hasher.lock(), algorithm.hasher()).finish();
+                    let n = count.load(Ordering::Relaxed);
+                    if actual == fill2.digest && announced.is_none_or(|a| a == n) {
+                        fill2.set_verified();
+                    }
+                    *seen2.lock() = Some((actual, n));
+                    Ok(bytes::Bytes::new())
+                }))
                 .boxed();
             let n = storage
                 .append_following(&fill.upload, 0, stream, &|n| fill.set_written(n))
                 .await?;
+            let (actual, _) = seen
+                .lock()
+                .clone()
+                .ok_or_else(|| FillError::Storage("the upstream body did not end".into()))?;
             if let Some(a) = announced.filter(|a| *a != n) {
                 return Err(FillError::WrongSize {
                     announced: a,
                     actual: n,
                 });
             }
-            let actual =
-                std::mem::replace(&mut *hasher.lock(), fill.digest.algorithm().hasher()).finish();
             if actual != fill.digest {
                 return Err(FillError::Mismatch {
                     expected: fill.digest.clone(),

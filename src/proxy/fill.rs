@@ -24,7 +24,7 @@ use crate::storage::{ByteStream, Storage, StorageError};
 use super::upstream::UpstreamError;
 
 /// How much a follower reads from the spool at a time.
-const READ_STEP: u64 = 1 << 20;
+const READ_STEP: u64 = 16 << 20;
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum FillError {
@@ -50,6 +50,9 @@ pub struct Progress {
     pub size: Option<u64>,
     /// Bytes readable from the spool.
     pub written: u64,
+    /// Every byte arrived and their digest is the one asked for: the last byte may go out,
+    /// even before the blob is durable and stored.
+    pub verified: bool,
     /// `Ok(size)` once verified and stored; the failure otherwise.
     pub end: Option<Result<u64, FillError>>,
 }
@@ -67,6 +70,10 @@ impl Fill {
 
     pub fn set_written(&self, n: u64) {
         self.state.send_modify(|p| p.written = n);
+    }
+
+    pub fn set_verified(&self) {
+        self.state.send_modify(|p| p.verified = true);
     }
 
     pub fn finish(&self, end: Result<u64, FillError>) {
@@ -165,7 +172,7 @@ impl Follower {
                 return None;
             }
             let p = self.rx.borrow_and_update().clone();
-            let verified = match &p.end {
+            let stored = match &p.end {
                 Some(Err(e)) => {
                     return Some(Err(io::Error::other(format!(
                         "upstream blob {} not delivered: {e}",
@@ -176,14 +183,16 @@ impl Follower {
                 None => false,
             };
             // Until the blob is verified, the last byte of this response is held back.
-            let limit = if verified {
+            let limit = if stored {
                 self.end
+            } else if p.verified {
+                p.written.min(self.end)
             } else {
                 p.written.min(self.end - 1)
             };
             if self.pos < limit {
                 let len = (limit - self.pos).min(READ_STEP);
-                let opened = if verified {
+                let opened = if stored {
                     self.storage
                         .read(
                             &self.fill.digest,
@@ -201,7 +210,7 @@ impl Follower {
                 match opened {
                     Ok(s) => self.reading = Some(s),
                     // The spool became the blob between the look and the read: look again.
-                    Err(StorageError::NotFound) if !verified => {
+                    Err(StorageError::NotFound) if !stored => {
                         if self.rx.changed().await.is_err() && self.rx.borrow().end.is_none() {
                             return Some(Err(io::Error::other("fill abandoned")));
                         }
@@ -302,6 +311,33 @@ mod tests {
         fill.finish(Ok(n));
         assert_eq!(whole.await.unwrap().unwrap(), data);
         assert_eq!(part.await.unwrap().unwrap(), b"234");
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_goes_out_once_verified_before_the_blob_is_stored() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let data = b"abcdef".to_vec();
+        let digest = Algorithm::Sha256.digest(&data);
+        let fills = Fills::default();
+        let (fill, _) = fills.join(&digest, |_| {});
+        storage.begin(&fill.upload).await.unwrap();
+        fill.set_size(Some(6));
+        let whole = tokio::spawn(collect(fill.follow(storage.clone(), None, 6)));
+        let chunk = futures::stream::iter(vec![Ok(bytes::Bytes::from(data.clone()))]).boxed();
+        storage
+            .append_following(&fill.upload, 0, chunk, &|n| fill.set_written(n))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!whole.is_finished());
+        fill.set_verified();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), whole)
+            .await
+            .expect("released without a commit")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(storage.stat(&digest).await.unwrap(), None, "not stored yet");
     }
 
     #[tokio::test]

@@ -294,8 +294,9 @@ impl UploadArea for FsStorage {
             }
         }
         done = write_out(&mut file, &mut pending, done).await?;
-        file.sync_data().await?;
+        // Readable now; acknowledged (durable) only once this returns.
         progress(done);
+        file.sync_data().await?;
         Ok(done)
     }
 
