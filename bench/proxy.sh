@@ -287,10 +287,10 @@ table() { # S LABEL
     echo "| $2: cold $MB MiB image through the peer mirror | $(cell "$s.t.cold.peer") | direct | $(ratio "$(med "$s.t.cold.peer")" "$(med "$s.t.cold.direct")") |"
     echo "| $2: 1 cold pull of a $LAYER_MB MiB blob, berth | $(cell "$s.t.one.berth") | | |"
     echo "| $2: $CONCURRENT concurrent cold pulls of it, berth | $(cell "$s.t.many.berth") | 1 pull | $(ratio "$(med "$s.t.many.berth")" "$(med "$s.t.one.berth")") |"
-    echo "| $2: the same $CONCURRENT pulls again, cached in berth | $(cell "$s.t.warm.berth") | cold | $(ratio "$(med "$s.t.many.berth")" "$(med "$s.t.warm.berth")") |"
+    echo "| $2: the same $CONCURRENT pulls again, cached in berth | $(cell "$s.t.warm.berth") | cold ÷ cached | $(ratio "$(med "$s.t.many.berth")" "$(med "$s.t.warm.berth")") |"
     echo "| $2: 1 cold pull of a $LAYER_MB MiB blob, peer mirror | $(cell "$s.t.one.peer") | | |"
     echo "| $2: $CONCURRENT concurrent cold pulls of it, peer mirror | $(cell "$s.t.many.peer") | 1 pull | $(ratio "$(med "$s.t.many.peer")" "$(med "$s.t.one.peer")") |"
-    echo "| $2: the same $CONCURRENT pulls again, cached in the peer | $(cell "$s.t.warm.peer") | cold | $(ratio "$(med "$s.t.many.peer")" "$(med "$s.t.warm.peer")") |"
+    echo "| $2: the same $CONCURRENT pulls again, cached in the peer | $(cell "$s.t.warm.peer") | cold ÷ cached | $(ratio "$(med "$s.t.many.peer")" "$(med "$s.t.warm.peer")") |"
 }
 {
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, berth $("$BERTH_BIN" --version | awk '{print $NF}'), docker-registry $(docker-registry --version | awk '{print $NF}') as upstream and as the peer mirror (\`proxy: remoteurl\`). Seconds of wall time: median (range). Loopback: $ROUNDS rounds, 3 of the concurrent pulls. WAN: the upstream behind bench/wan_relay.py, $WAN_MBPS MiB/s shared, $WAN_CONNECT_MS ms per new connection; $WAN_ROUNDS rounds, 2 of the concurrent pulls."

@@ -116,12 +116,15 @@ async fn warm(
             bar.finish_and_clear();
             overall.inc(1);
             match r {
-                Ok(w) => say(&overall, format!(
-                    "{name}: {} manifests, {} blobs, {} fetched",
-                    w.manifests,
-                    w.blobs,
-                    Bytes(w.bytes).human()
-                )),
+                Ok(w) => say(
+                    &overall,
+                    format!(
+                        "{name}: {} manifests, {} blobs, {} fetched",
+                        w.manifests,
+                        w.blobs,
+                        Bytes(w.bytes).human()
+                    ),
+                ),
                 Err(e) => {
                     say(&overall, format!("{name}: FAILED: {e:#}"));
                     failures.lock().push(name);

@@ -698,9 +698,34 @@ impl TestServer {
     }
 }
 
+/// A `berth serve` child process, killed when dropped (a failing test leaks no server).
+pub struct ServeProcess(std::process::Child);
+
+impl std::ops::Deref for ServeProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServeProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `berth serve --addr 127.0.0.1:<free port> ARGS...` as a process and returns it with
 /// its base URL once it logs "berth ready"; its log is drained so it never blocks on a pipe.
-pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
+pub fn spawn_serve(args: &[&str]) -> (ServeProcess, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -724,5 +749,5 @@ pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
         }
     }
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (server, format!("http://{addr}"))
+    (ServeProcess(server), format!("http://{addr}"))
 }

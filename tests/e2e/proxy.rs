@@ -88,10 +88,14 @@ async fn three_ways_in_share_one_cache_key() {
             // The last byte goes out once the digest is verified, a moment before the blob
             // is durable and stored: wait for the store.
             let url = format!("/v2/hub/library/alpine/blobs/{layer}");
-            within(Duration::from_secs(10), "the filled blob stored", || async {
-                let r = m.s.head(&url).send().await.unwrap();
-                cache(&r) == "hit"
-            })
+            within(
+                Duration::from_secs(10),
+                "the filled blob stored",
+                || async {
+                    let r = m.s.head(&url).send().await.unwrap();
+                    cache(&r) == "hit"
+                },
+            )
             .await;
         }
     }
