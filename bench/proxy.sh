@@ -78,7 +78,9 @@ registry() {
         printf 'http:\n  addr: 127.0.0.1:%s\n' "$port"
         [[ -n $remote ]] && printf 'proxy:\n  remoteurl: %s\n' "$remote"
     } >"$WORK/$name.yml"
-    docker-registry serve "$WORK/$name.yml" >>"$WORK/$name.access" 2>>"$WORK/$name.log" &
+    # Distribution reads REGISTRY_* variables as configuration: none reach it.
+    env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
+        docker-registry serve "$WORK/$name.yml" >>"$WORK/$name.access" 2>>"$WORK/$name.log" &
     echo $!
 }
 

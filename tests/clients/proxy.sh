@@ -77,7 +77,10 @@ http:
   addr: $UP
 EOF
 start_upstream() {
-    docker-registry serve "$W/upstream.yml" >>"$UP_ACCESS" 2>>"$W/upstream.log" &
+    # Distribution reads REGISTRY_* variables as configuration (REGISTRY_AUTH_FILE, which
+    # skopeo and podman use, would become auth.file): none reach it.
+    env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
+        docker-registry serve "$W/upstream.yml" >>"$UP_ACCESS" 2>>"$W/upstream.log" &
     UP_PID=$!
     for _ in $(seq 1 100); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$UP/v2/")" = 200 ] && return 0

@@ -604,4 +604,13 @@ async fn mirrors_chain_with_token_auth() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // The edge's password and the tokens the regional mirror issued appear in no log line
+    // (both servers log into this test's capture).
+    let log = edge.log();
+    assert!(log.contains("request"), "logs are captured");
+    assert!(
+        !log.contains("edge-secret"),
+        "the upstream password was logged"
+    );
+    assert!(!log.contains("eyJ"), "a bearer token was logged");
 }
