@@ -267,12 +267,26 @@ impl Proxy {
     }
 
     /// Background work until `cancel`: statistics every 5 s, the size bound every 30 s.
+    /// On `cancel` (the server has stopped answering), fills still under way get up to
+    /// [`FILL_GRACE`] to be stored, so a blob a client just pulled is not lost to a restart.
     pub async fn run(self, cancel: CancellationToken) {
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         let mut bound = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
+                    let deadline = tokio::time::Instant::now() + FILL_GRACE;
+                    while self.inner.fills.in_flight() > 0
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if self.inner.fills.in_flight() > 0 {
+                        tracing::warn!(
+                            fills = self.inner.fills.in_flight(),
+                            "stopping with blob fetches unfinished: they are not cached"
+                        );
+                    }
                     self.flush_stats().await;
                     return;
                 }
@@ -286,6 +300,9 @@ impl Proxy {
         }
     }
 }
+
+/// How long a stopping server waits for fills under way.
+const FILL_GRACE: Duration = Duration::from_secs(10);
 
 #[async_trait]
 impl Service for Proxy {
