@@ -124,6 +124,7 @@ impl Services {
             manifest_max_bytes: cfg.manifests.max_bytes,
             delete_enabled: cfg.delete.enabled,
             upload_max_age: cfg.upload_max_idle(),
+            immutable: crate::config::lifecycle::immutable_tags(&cfg.immutable_tags)?,
         };
         let registry = Arc::new(Registry::new(storage, meta.clone(), policy));
         // Users and access settings are read through a cache that follows the database's

@@ -9,9 +9,11 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub mod lifecycle;
 pub mod proxy;
 pub mod units;
 
+pub use lifecycle::ImmutableTagRule;
 pub use proxy::{On404, ProxyConfig, PullAccess, UpstreamConfig};
 pub use units::{Bytes, Span};
 
@@ -30,6 +32,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
+    /// Tags that may not move or go once pushed.
+    pub immutable_tags: Vec<ImmutableTagRule>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -194,6 +198,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             proxy: ProxyConfig::default(),
+            immutable_tags: Vec::new(),
         }
     }
 }
@@ -338,6 +343,7 @@ impl Config {
             ));
         }
         self.proxy.validate()?;
+        lifecycle::immutable_tags(&self.immutable_tags)?;
         if self
             .log
             .level

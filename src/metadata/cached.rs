@@ -15,7 +15,7 @@ use super::memo::{Generation, Map};
 use super::proxy::{
     CacheStore, CachedImage, DeleteBytes, PullRecord, RateBudget, UpstreamCounters, UpstreamState,
 };
-use super::{ManifestRecord, Metadata, NewManifest, Page, Result, UploadRecord};
+use super::{KeepTag, ManifestRecord, Metadata, NewManifest, Page, Result, UploadRecord};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 pub struct CachedMetadata<M> {
@@ -121,8 +121,14 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         self.inner.uploads().await
     }
 
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()> {
-        let r = self.inner.put_manifest(repo, m, tags).await;
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+        fixed: &[Tag],
+    ) -> Result<()> {
+        let r = self.inner.put_manifest(repo, m, tags, fixed).await;
         self.invalidated();
         for t in tags {
             self.by_tag.remove(&(repo.clone(), t.clone()));
@@ -156,7 +162,12 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         Ok(r)
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        keep: KeepTag<'_>,
+    ) -> Result<bool> {
         let forget = || {
             self.invalidated();
             self.by_digest.remove(&(repo.clone(), digest.clone()));
@@ -167,7 +178,7 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         // Before: readers stop being served the row; after: no reader that raced the delete
         // keeps a copy it read before the delete committed.
         forget();
-        let r = self.inner.delete_manifest(repo, digest).await;
+        let r = self.inner.delete_manifest(repo, digest, keep).await;
         forget();
         r
     }

@@ -27,6 +27,9 @@ pub enum MetadataError {
         stated: u64,
         actual: u64,
     },
+    /// An immutable tag would move off the manifest it points at (or lose it).
+    #[error("tag {tag} is immutable and points at {digest}")]
+    TagFixed { tag: String, digest: Digest },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -36,6 +39,9 @@ pub enum MetadataError {
 }
 
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
+
+/// Whether a tag (by name) must stay: a manifest it points at is not deleted.
+pub type KeepTag<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
 
 /// A manifest as the registry knows it in one repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,16 +114,30 @@ pub trait Metadata: Send + Sync + 'static {
     async fn uploads(&self) -> Result<Vec<UploadRecord>>;
 
     /// Records a manifest (whose bytes are already stored) and points `tags` at it, after
-    /// checking in the same transaction that everything it references is in the repository.
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()>;
+    /// checking in the same transaction that everything it references is in the repository,
+    /// and that none of `tags` also in `fixed` (immutable) points elsewhere already.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+        fixed: &[Tag],
+    ) -> Result<()>;
     async fn manifest_by_digest(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>>;
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>>;
-    /// Deletes a manifest and every tag pointing at it; `false` when it was unknown.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes a manifest and every tag pointing at it; `false` when it was unknown. Refused
+    /// with [`MetadataError::TagFixed`], in the same transaction, when `keep` holds for one
+    /// of those tags.
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        keep: KeepTag<'_>,
+    ) -> Result<bool>;
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 
     /// Tags after `last`, at most `limit`; `None` when the repository is unknown.

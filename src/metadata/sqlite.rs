@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    now, ManifestRecord, ManifestRef, Metadata, MetadataError, NewManifest, Page, Result,
+    now, KeepTag, ManifestRecord, ManifestRef, Metadata, MetadataError, NewManifest, Page, Result,
     UploadRecord,
 };
 use crate::oci::{Digest, RepoName, Tag, UploadId};
@@ -393,9 +393,31 @@ impl Metadata for SqliteMetadata {
         Ok(out)
     }
 
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()> {
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+        tags: &[Tag],
+        fixed: &[Tag],
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         let rid = ensure_repo(&mut tx, repo).await?;
+        for tag in tags.iter().filter(|t| fixed.contains(t)) {
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = ? AND name = ?")
+                    .bind(rid)
+                    .bind(tag.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(d) = current.filter(|d| *d != m.record.digest.to_string()) {
+                return Err(MetadataError::TagFixed {
+                    tag: tag.to_string(),
+                    digest: d
+                        .parse()
+                        .map_err(|e| MetadataError::Corrupt(format!("tag digest {d:?}: {e}")))?,
+                });
+            }
+        }
         let mut missing = Vec::new();
         for r in &m.refs {
             if let Some(d) = check_ref(&mut tx, rid, r).await? {
@@ -444,7 +466,27 @@ impl Metadata for SqliteMetadata {
         row.as_ref().map(manifest_from_row).transpose()
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        keep: KeepTag<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let tags: Vec<String> = sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id \
+             WHERE r.name = ? AND t.digest = ? ORDER BY t.name",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(tag) = tags.into_iter().find(|t| keep(t)) {
+            return Err(MetadataError::TagFixed {
+                tag,
+                digest: digest.clone(),
+            });
+        }
         // Tags and refs go with it through ON DELETE CASCADE.
         let r = sqlx::query(
             "DELETE FROM manifests WHERE digest = ? \
@@ -452,8 +494,9 @@ impl Metadata for SqliteMetadata {
         )
         .bind(digest.to_string())
         .bind(repo.as_str())
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 

@@ -141,10 +141,23 @@ impl Registry {
             tags.insert(0, t.clone());
         }
         tags.dedup();
+        let fixed: Vec<Tag> = tags
+            .iter()
+            .filter(|t| {
+                self.policy
+                    .immutable
+                    .rule(repo.as_str(), t.as_str())
+                    .is_some()
+            })
+            .cloned()
+            .collect();
         // Bytes durable first, then the metadata that points at them.
         self.storage.put(&digest, body.clone()).await?;
-        match self.meta.put_manifest(repo, &new, &tags).await {
+        match self.meta.put_manifest(repo, &new, &tags, &fixed).await {
             Ok(()) => {}
+            Err(MetadataError::TagFixed { tag, digest: at }) => {
+                return Err(self.immutable_refusal(repo, &tag, &at, "moved to another digest"))
+            }
             Err(MetadataError::MissingReferences(missing)) => {
                 return Err(RegistryError::ManifestBlobUnknown(missing))
             }
@@ -196,12 +209,53 @@ impl Registry {
         Ok(new.record)
     }
 
+    /// The `403 DENIED` for an immutable tag, naming the rule.
+    fn immutable_refusal(
+        &self,
+        repo: &RepoName,
+        tag: &str,
+        at: &Digest,
+        what: &str,
+    ) -> RegistryError {
+        let rule = self
+            .policy
+            .immutable
+            .rule(repo.as_str(), tag)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "an immutable_tags rule".into());
+        RegistryError::Denied(format!(
+            "tag {tag} of {repo} is immutable ({rule}): it points at {at} and cannot be {what}"
+        ))
+    }
+
     /// Deletes a manifest by digest (with every tag pointing at it), or untags by tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.check_delete_enabled()?;
+        let rules = &self.policy.immutable;
         let found = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => {
+                let keep = |tag: &str| rules.rule(repo.as_str(), tag).is_some();
+                match self.meta.delete_manifest(repo, d, &keep).await {
+                    Err(MetadataError::TagFixed { tag, digest }) => {
+                        return Err(self.immutable_refusal(
+                            repo,
+                            &tag,
+                            &digest,
+                            "left without its manifest",
+                        ))
+                    }
+                    r => r?,
+                }
+            }
+            Reference::Tag(t) => {
+                if rules.rule(repo.as_str(), t.as_str()).is_some() {
+                    let at = self.meta.manifest_by_tag(repo, t).await?;
+                    if let Some(m) = at {
+                        return Err(self.immutable_refusal(repo, t.as_str(), &m.digest, "deleted"));
+                    }
+                }
+                self.meta.delete_tag(repo, t).await?
+            }
         };
         if found {
             Ok(())

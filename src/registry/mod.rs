@@ -12,6 +12,7 @@ mod blobs;
 mod cache;
 mod discovery;
 pub mod error;
+pub mod immutable;
 mod manifests;
 mod pulls;
 pub mod service;
@@ -19,6 +20,7 @@ mod uploads;
 
 pub use discovery::Referrer;
 pub use error::{RegistryError, Result};
+pub use immutable::ImmutableTags;
 pub use manifests::{ManifestPut, StoredManifest};
 pub use service::{BlobReply, CacheStatus, ManifestReply, Service};
 pub use uploads::AppendRequest;
@@ -30,6 +32,8 @@ pub struct Policy {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are removed.
     pub upload_max_age: Duration,
+    /// Tags that may not move or go.
+    pub immutable: ImmutableTags,
 }
 
 impl Default for Policy {
@@ -38,6 +42,7 @@ impl Default for Policy {
             manifest_max_bytes: 4 * 1024 * 1024,
             delete_enabled: true,
             upload_max_age: Duration::from_secs(24 * 3600),
+            immutable: ImmutableTags::default(),
         }
     }
 }

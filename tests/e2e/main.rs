@@ -16,6 +16,7 @@ mod auth_tokens;
 mod cli_access;
 mod cli_cache;
 mod cli_users;
+mod immutable;
 mod proxy;
 mod relay;
 mod restart;
