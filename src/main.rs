@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use berth::cli::{access, cache, Cli, Command, ConfigCommand};
+use berth::cli::{access, cache, usage, Cli, Command, ConfigCommand};
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
 
@@ -81,6 +81,11 @@ fn main() -> ExitCode {
         Command::Namespace { command } => run_command(access::namespace_command(command)),
         Command::Token { command } => run_command(access::token_command(command)),
         Command::Cache { command } => run_command(cache::run(command)),
+        Command::Du {
+            namespace,
+            json,
+            common,
+        } => run_command(usage::du(&common, namespace.as_deref(), json)),
         Command::Config {
             command: ConfigCommand::Check(args),
         } => args.load().map_err(anyhow::Error::from).map(|cfg| {

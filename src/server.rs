@@ -162,6 +162,11 @@ impl Services {
     pub async fn close(&self) {
         self.meta.inner().close().await;
     }
+
+    /// Storage used per repository, read from the database.
+    pub fn usage(&self) -> &dyn crate::metadata::usage::UsageStore {
+        self.meta.inner().as_ref()
+    }
 }
 
 impl App {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod access;
 pub mod cache;
+pub mod usage;
 
 use crate::config::{
     AuthMode, AuthOverrides, Config, ConfigError, LogFormat, Overrides, TlsOverrides,
@@ -52,6 +53,16 @@ pub enum Command {
     Cache {
         #[command(subcommand)]
         command: CacheCommand,
+    },
+    /// Storage used per repository (total, unique to it, shared with others), for one
+    /// namespace or all (works while the server runs).
+    Du {
+        /// Only repositories in this namespace (their first path segment).
+        namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
     },
 }
 

@@ -13,6 +13,7 @@ pub mod cached_access;
 mod memo;
 pub mod proxy;
 pub mod sqlite;
+pub mod usage;
 pub mod users;
 
 #[derive(Debug, thiserror::Error)]

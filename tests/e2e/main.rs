@@ -15,6 +15,7 @@ mod auth_matrix;
 mod auth_tokens;
 mod cli_access;
 mod cli_cache;
+mod cli_du;
 mod cli_users;
 mod immutable;
 mod proxy;
