@@ -6,7 +6,7 @@
 //! work without fetching.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -150,16 +150,15 @@ impl Proxy {
             let h = hasher.clone();
             let me = self.clone();
             // The digest of everything the upstream sent, taken the moment its body ends, so
-            // the held-back last byte goes out before the spool is made durable.
-            let seen: Arc<Mutex<Option<(Digest, u64)>>> = Arc::default();
-            let (seen2, fill2, count) = (seen.clone(), fill.clone(), Arc::new(AtomicU64::new(0)));
-            let count2 = count.clone();
+            // the held-back last byte goes out before the spool is made durable (a matching
+            // digest fixes the length too).
+            let seen: Arc<Mutex<Option<Digest>>> = Arc::default();
+            let (seen2, fill2) = (seen.clone(), fill.clone());
             let stream = resp
                 .bytes_stream()
                 .map(move |c| {
                     let b = c.map_err(io::Error::other)?;
                     h.lock().update(&b);
-                    count2.fetch_add(b.len() as u64, Ordering::Relaxed);
                     Counters::bump(
                         &me.inner.upstreams[slot].counters.bytes_fetched,
                         b.len() as u64,
@@ -170,18 +169,17 @@ impl Proxy {
                     let algorithm = fill2.digest.algorithm();
                     let actual =
                         std::mem::replace(&mut *hasher.lock(), algorithm.hasher()).finish();
-                    let n = count.load(Ordering::Relaxed);
-                    if actual == fill2.digest && announced.is_none_or(|a| a == n) {
+                    if actual == fill2.digest {
                         fill2.set_verified();
                     }
-                    *seen2.lock() = Some((actual, n));
+                    *seen2.lock() = Some(actual);
                     Ok(bytes::Bytes::new())
                 }))
                 .boxed();
             let n = storage
                 .append_following(&fill.upload, 0, stream, &|n| fill.set_written(n))
                 .await?;
-            let (actual, _) = seen
+            let actual = seen
                 .lock()
                 .clone()
                 .ok_or_else(|| FillError::Storage("the upstream body did not end".into()))?;

@@ -26,7 +26,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
 # Shared helpers: apt_install need stop_berth free_port start_berth log_since log_mark
-# launch_dockerd wait_dockerd stop_dockerd dockerd_failure remove_workdir pass fail check eq.
+# launch_dockerd wait_dockerd stop_dockerd dockerd_failure remove_workdir pass fail check eq
+# layout_ref.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -183,13 +184,6 @@ no_success_under() {
     local n
     n=$(log_since "$2" | jq -s --arg p "$1" '[.[] | select((.path|startswith($p)) and .status < 300)] | length')
     eq "$n" 0 "2xx answers to requests under $1"
-}
-
-# The manifest digest a layout's index.json names for ref $2.
-layout_ref() {
-    jq -r --arg r "$2" \
-        '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$r) | .digest' \
-        "$1/index.json"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by the real-client scripts (run.sh, docker.sh, auth.sh); sourced, not run.
+# Helpers shared by the real-client scripts (run.sh, docker.sh, auth.sh, proxy.sh); sourced,
+# not run.
 #
 # The sourcing script sets, before calling them:
 #   W       its private temp dir (check output goes to $W/check.out, berth's data to $W/data)
@@ -188,6 +189,35 @@ remove_workdir() {
         rm -rf "$W"
     fi
 }
+
+# ---------------------------------------------------------------------------------------------
+# HTTP and OCI layouts
+
+# header URL NAME [CURL ARGS...]: a response header of a HEAD request (lower-case name).
+header() {
+    local url=$1 name=$2
+    shift 2
+    curl -sS -I "$@" "$url" | tr -d '\r' |
+        awk -F': ' -v k="$name" 'tolower($1)==k { sub(/^[^:]*: /, ""); print }'
+}
+
+# Verifies every blob in an OCI layout is named by its sha256.
+verify_layout_blobs() {
+    local f n=0
+    for f in "$1"/blobs/sha256/*; do
+        eq "$(sha256sum "$f" | cut -d' ' -f1)" "$(basename "$f")" "blob $f"
+        n=$((n + 1))
+    done
+    echo "$n blobs verified in $1"
+}
+
+# The manifest digest a layout's index.json names for ref $2.
+layout_ref() {
+    jq -r --arg r "$2" \
+        '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$r) | .digest' \
+        "$1/index.json"
+}
+layout_blob() { cat "$1/blobs/sha256/${2#sha256:}"; }
 
 # ---------------------------------------------------------------------------------------------
 # Reporting

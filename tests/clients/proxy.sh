@@ -24,7 +24,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
 # Shared helpers: apt_install need stop_berth free_port start_berth log_since log_mark
-# start_dockerd stop_dockerd dockerd_failure remove_workdir pass fail check eq.
+# start_dockerd stop_dockerd dockerd_failure remove_workdir pass fail check eq header
+# verify_layout_blobs layout_ref layout_blob.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need curl:curl jq:jq python3:python3 skopeo:skopeo podman:podman sha256sum:coreutils \
@@ -134,18 +135,6 @@ MT_OCI=application/vnd.oci.image.manifest.v1+json
 ACCEPT=(-H "Accept: $MT_OCI" -H "Accept: application/vnd.oci.image.index.v1+json"
     -H "Accept: application/vnd.docker.distribution.manifest.v2+json")
 
-# header URL NAME [CURL ARGS...]: a response header of a HEAD request (lower-case name).
-header() {
-    local url=$1 name=$2
-    shift 2
-    curl -sS -I "$@" "$url" | tr -d '\r' |
-        awk -F': ' -v k="$name" 'tolower($1)==k { sub(/^[^:]*: /, ""); print }'
-}
-layout_ref() {
-    jq -r --arg r "$2" \
-        '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$r) | .digest' \
-        "$1/index.json"
-}
 # Access-log lines of berth after mark $1 whose path contains $2, as "METHOD PATH?QUERY STATUS CACHE".
 berth_requests() {
     log_since "$1" | jq -r --arg p "$2" \
@@ -187,10 +176,8 @@ skopeo_prefix_pull() {
     "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/hub/library/alpine:3.20" "oci:$dir:pulled"
     m=$(layout_ref "$dir" pulled)
     eq "$m" "$IMG" "pulled manifest digest"
-    eq "$(jq -c '[.layers[].digest]' "$dir/blobs/sha256/${m#sha256:}")" "$IMG_LAYERS" "layer digests"
-    for f in "$dir"/blobs/sha256/*; do
-        eq "sha256:$(sha256sum "$f" | cut -d' ' -f1)" "sha256:$(basename "$f")" "blob $f"
-    done
+    eq "$(layout_blob "$dir" "$m" | jq -c '[.layers[].digest]')" "$IMG_LAYERS" "layer digests"
+    verify_layout_blobs "$dir"
     berth_requests "$mark" /manifests/
     berth_requests "$mark" /manifests/3.20 | grep -q ' 200 miss$' || { echo "no manifest miss"; return 1; }
     up_since "$up"

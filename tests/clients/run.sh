@@ -25,7 +25,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
 BIG_BLOB_MB=${BIG_BLOB_MB:-1024}
 # Shared helpers: apt_install need stop_berth free_port start_berth log_since log_mark pass fail
-# check eq.
+# check eq header verify_layout_blobs layout_ref layout_blob.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
@@ -86,32 +86,6 @@ SKOPEO=(skopeo --policy "$POLICY")
 SRC_TLS=--src-tls-verify=false
 DST_TLS=--dest-tls-verify=false
 TLS=--tls-verify=false
-
-# header URL NAME [CURL ARGS...]: a response header of a HEAD request (lower-case name).
-header() {
-    local url=$1 name=$2
-    shift 2
-    curl -sS -I "$@" "$url" | tr -d '\r' |
-        awk -F': ' -v k="$name" 'tolower($1)==k { sub(/^[^:]*: /, ""); print }'
-}
-
-# Verifies every blob in an OCI layout is named by its sha256.
-verify_layout_blobs() {
-    local f n=0
-    for f in "$1"/blobs/sha256/*; do
-        eq "$(sha256sum "$f" | cut -d' ' -f1)" "$(basename "$f")" "blob $f"
-        n=$((n + 1))
-    done
-    echo "$n blobs verified in $1"
-}
-
-# The manifest digest a layout's index.json names for ref $2.
-layout_ref() {
-    jq -r --arg r "$2" \
-        '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$r) | .digest' \
-        "$1/index.json"
-}
-layout_blob() { cat "$1/blobs/sha256/${2#sha256:}"; }
 
 # ---------------------------------------------------------------------------------------------
 # Test images (OCI layout, generated locally)
