@@ -1,12 +1,14 @@
 //! berth: a container image registry implementing the OCI Distribution Spec v1.1.
 //!
 //! Layers, bottom to top (dependencies point down only): [`oci`] pure types; [`storage`] and
-//! [`metadata`] backends; [`registry`] services; [`http`] API; [`server`] assembly; the binary.
+//! [`metadata`] backends; [`registry`] services, with the pull-through cache ([`proxy`]) and
+//! the storage [`lifecycle`] beside them; [`http`] API; [`server`] assembly; the binary.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
 pub mod metadata;
 pub mod oci;
 pub mod proxy;

@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use berth::cli::{access, cache, usage, Cli, Command, ConfigCommand};
+use berth::cli::{access, cache, lifecycle, usage, Cli, Command, ConfigCommand, RetentionCommand};
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
 
@@ -59,7 +59,7 @@ async fn serve(mut cfg: Config, log_format: Option<LogFormat>) -> anyhow::Result
     server::run_with(listener, app, tls, shutdown_signal()).await
 }
 
-fn run_command<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+fn run_command<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,6 +86,30 @@ fn main() -> ExitCode {
             json,
             common,
         } => run_command(usage::du(&common, namespace.as_deref(), json)),
+        Command::Gc {
+            dry_run,
+            grace,
+            json,
+            common,
+        } => run_command(lifecycle::gc(&common, dry_run, grace, json)),
+        Command::Retention {
+            command:
+                RetentionCommand::Run {
+                    dry_run,
+                    json,
+                    common,
+                },
+        } => run_command(lifecycle::retention(&common, dry_run, json)),
+        Command::Scrub {
+            rate,
+            restart,
+            json,
+            common,
+        } => match run_command(lifecycle::scrub(&common, rate, restart, json)) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Config {
             command: ConfigCommand::Check(args),
         } => args.load().map_err(anyhow::Error::from).map(|cfg| {

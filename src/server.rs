@@ -18,6 +18,7 @@ use crate::auth::{Authenticator, Authorizer, Users};
 use crate::config::{AuthMode, Config, StorageConfig};
 use crate::http::auth::Gate;
 use crate::http::{self, AppState, HttpSettings, Peer, PlainListener};
+use crate::lifecycle::Lifecycle;
 use crate::metadata::cached::CachedMetadata;
 use crate::metadata::cached_access::CachedAccess;
 use crate::metadata::sqlite::SqliteMetadata;
@@ -30,6 +31,9 @@ use crate::tls::Tls;
 pub struct App {
     pub registry: Arc<Registry>,
     pub proxy: Option<Proxy>,
+    pub lifecycle: Lifecycle,
+    /// How often retention and GC run on their own (`None`: only on demand).
+    schedule: Option<Duration>,
     state: Arc<AppState>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
     access: Arc<CachedAccess<SqliteMetadata>>,
@@ -100,6 +104,8 @@ pub struct Services {
     pub registry: Arc<Registry>,
     pub proxy: Option<Proxy>,
     pub access: Arc<CachedAccess<SqliteMetadata>>,
+    /// Garbage collection, retention and scrub.
+    pub lifecycle: Lifecycle,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
 }
 
@@ -125,6 +131,7 @@ impl Services {
             delete_enabled: cfg.delete.enabled,
             upload_max_age: cfg.upload_max_idle(),
             immutable: crate::config::lifecycle::immutable_tags(&cfg.immutable_tags)?,
+            quotas: crate::config::lifecycle::quotas(&cfg.quotas)?,
         };
         let registry = Arc::new(Registry::new(storage, meta.clone(), policy));
         // Users and access settings are read through a cache that follows the database's
@@ -141,11 +148,27 @@ impl Services {
             }
             Some(p)
         };
+        let settings = crate::lifecycle::Settings {
+            grace: cfg.gc.grace.0,
+            batch: cfg.gc.batch,
+            parallel: cfg.gc.parallel,
+            max_deletes_per_sec: cfg.gc.max_deletes_per_sec,
+            retention: crate::config::lifecycle::retention(&cfg.retention)?,
+            upload_max_age: cfg.upload_max_idle(),
+        };
+        let cache = meta.clone();
+        let lifecycle = Lifecycle::new(
+            sqlite.clone(),
+            registry.clone(),
+            settings,
+            Arc::new(move || cache.clear()),
+        );
         Ok(Services {
             registry,
             proxy,
             access,
             meta,
+            lifecycle,
         })
     }
 
@@ -181,6 +204,7 @@ impl App {
             proxy,
             access,
             meta,
+            lifecycle,
         } = Services::open(cfg).await?;
         let fixed = registry
             .reconcile_uploads()
@@ -212,6 +236,8 @@ impl App {
         Ok(App {
             registry,
             proxy,
+            lifecycle,
+            schedule: cfg.gc.schedule.0.map(|s| s.0),
             state,
             meta,
             access,
@@ -251,7 +277,15 @@ pub async fn run_with(
         tokio::spawn(app.access.clone().watch(cancel.clone())),
         tokio::spawn(sweep_throttle(app.state.clone(), cancel.clone())),
         tokio::spawn(record_pulls(app.registry.clone(), cancel.clone())),
+        tokio::spawn(app.meta.clone().watch(cancel.clone())),
     ];
+    if let Some(every) = app.schedule {
+        background.push(tokio::spawn(scheduled_lifecycle(
+            app.lifecycle.clone(),
+            every,
+            cancel.clone(),
+        )));
+    }
     if let Some(p) = &app.proxy {
         background.push(tokio::spawn(p.clone().run(cancel.clone())));
     }
@@ -323,6 +357,33 @@ async fn record_pulls(registry: Arc<Registry>, cancel: CancellationToken) {
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// Runs retention (when rules exist) and then GC every `every`, skipping a round while
+/// another process runs them. The first round comes one period after start.
+async fn scheduled_lifecycle(lifecycle: Lifecycle, every: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let round = async {
+            if !lifecycle.settings().retention.is_empty() {
+                lifecycle.retention(false).await?;
+            }
+            match lifecycle.gc_if_free(Default::default()).await? {
+                Some(_) => {}
+                None => tracing::info!("scheduled GC skipped: another process is running one"),
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = round => if let Err(e) = r {
+                tracing::error!(error = %format!("{e:#}"), "scheduled retention or GC failed");
+            },
         }
     }
 }

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 
 pub mod access;
 pub mod cache;
+pub mod lifecycle;
 pub mod usage;
 
 use crate::config::{
-    AuthMode, AuthOverrides, Config, ConfigError, LogFormat, Overrides, TlsOverrides,
+    AuthMode, AuthOverrides, Config, ConfigError, LogFormat, Overrides, Span, TlsOverrides,
 };
 
 #[derive(Debug, Parser)]
@@ -59,6 +60,55 @@ pub enum Command {
     Du {
         /// Only repositories in this namespace (their first path segment).
         namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Remove blobs no manifest references, once older than the grace period, with stale
+    /// uploads and files left by crashes (works while the server runs; waits for a GC in
+    /// progress).
+    Gc {
+        /// Print what would go, and how many bytes, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Override gc.grace (e.g. 0s, 30m, 1h).
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<Span>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Apply the retention rules (works while the server runs).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+    /// Re-hash every stored blob; quarantine and report those whose bytes no longer match
+    /// their digest. Exits 1 when it finds any (works while the server runs; resumable).
+    Scrub {
+        /// Read at most this many MB (10^6 bytes) per second.
+        #[arg(long, value_name = "MB/s")]
+        rate: Option<f64>,
+        /// Start from the first blob even if an earlier scrub was interrupted.
+        #[arg(long)]
+        restart: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Delete the tags and manifests the rules select, printing each with its reason.
+    Run {
+        /// Print the plan, one tag per line with its repository and reason, and delete
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -13,7 +13,7 @@ pub mod lifecycle;
 pub mod proxy;
 pub mod units;
 
-pub use lifecycle::ImmutableTagRule;
+pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
 pub use proxy::{On404, ProxyConfig, PullAccess, UpstreamConfig};
 pub use units::{Bytes, Span};
 
@@ -34,6 +34,12 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Tags that may not move or go once pushed.
     pub immutable_tags: Vec<ImmutableTagRule>,
+    /// Garbage collection: schedule, grace, pace.
+    pub gc: GcConfig,
+    /// Which tags and untagged manifests are removed, per repository pattern.
+    pub retention: Vec<RetentionRule>,
+    /// Storage bound per namespace, e.g. `team-a: 10GiB`.
+    pub quotas: std::collections::BTreeMap<String, Bytes>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -199,6 +205,9 @@ impl Default for Config {
             tls: TlsConfig::default(),
             proxy: ProxyConfig::default(),
             immutable_tags: Vec::new(),
+            gc: GcConfig::default(),
+            retention: Vec::new(),
+            quotas: Default::default(),
         }
     }
 }
@@ -344,6 +353,13 @@ impl Config {
         }
         self.proxy.validate()?;
         lifecycle::immutable_tags(&self.immutable_tags)?;
+        lifecycle::retention(&self.retention)?;
+        lifecycle::quotas(&self.quotas)?;
+        if self.gc.batch == 0 || self.gc.parallel == 0 {
+            return Err(ConfigError::Invalid(
+                "gc.batch and gc.parallel must be positive".into(),
+            ));
+        }
         if self
             .log
             .level

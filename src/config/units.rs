@@ -102,23 +102,7 @@ impl fmt::Display for Bytes {
 impl Bytes {
     /// For people: `9.8 GiB`, `300 MiB`, `512 B`.
     pub fn human(self) -> String {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
-        for (name, size) in UNITS {
-            if self.0 >= size {
-                let v = self.0 as f64 / size as f64;
-                return if v >= 100.0 || v.fract() == 0.0 {
-                    format!("{v:.0} {name}")
-                } else {
-                    format!("{v:.1} {name}")
-                };
-            }
-        }
-        format!("{} B", self.0)
+        crate::oci::size::human(self.0)
     }
 }
 

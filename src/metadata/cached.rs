@@ -4,18 +4,20 @@
 //! Every write through this decorator invalidates what it touches and bumps a generation
 //! counter; a lookup only stores its result if no write happened while it read the backend,
 //! so a racing reader can never re-insert a stale row. Only positive answers are cached.
-//! Correct for one process owning the database; replicas sharing one database must not use
-//! it (or need cross-process invalidation).
+//! Removals by other processes (the CLI's GC, retention, scrub, cache purge) move the
+//! database's content generation, and [`CachedMetadata::watch`] drops everything cached when
+//! it sees that, within [`POLL`]. Additions need nothing: only positive answers are cached.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::lifecycle::LifecycleStore;
 use super::memo::{Generation, Map};
 use super::proxy::{
     CacheStore, CachedImage, DeleteBytes, PullRecord, RateBudget, UpstreamCounters, UpstreamState,
 };
-use super::{KeepTag, ManifestRecord, Metadata, NewManifest, Page, Result, UploadRecord};
+use super::{KeepTag, ManifestRecord, Metadata, NewManifest, Page, Quota, Result, UploadRecord};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 pub struct CachedMetadata<M> {
@@ -63,6 +65,50 @@ impl<M: Metadata> CachedMetadata<M> {
     fn invalidated(&self) {
         self.generation.bump();
     }
+
+    /// Drops every cached lookup: content was removed behind this cache's back.
+    pub fn clear(&self) {
+        self.invalidated();
+        self.by_tag.clear();
+        self.by_digest.clear();
+        self.blobs.clear();
+        self.invalidated();
+    }
+}
+
+/// How often a server reads the database's content generation.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl<M: Metadata + LifecycleStore> CachedMetadata<M> {
+    /// Follows the database's content generation until `cancel`, dropping every cached
+    /// lookup when it moves: a tag moved or deleted, a manifest deleted, a link removed or a
+    /// blob quarantined by another process (the CLI's GC, retention or scrub) is never
+    /// answered from memory for longer than [`POLL`].
+    pub async fn watch(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let mut seen = None;
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.inner.content_generation().await {
+                Ok(g) if seen == Some(g) => {}
+                Ok(g) => {
+                    if seen.is_some() {
+                        self.clear();
+                    }
+                    seen = Some(g);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the content generation; dropping cached lookups");
+                    self.clear();
+                    seen = None;
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -78,8 +124,18 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         Ok(r)
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        self.inner.link_blob(repo, digest, size).await
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        quota: Option<&Quota>,
+    ) -> Result<()> {
+        self.inner.link_blob(repo, digest, size, quota).await
+    }
+
+    async fn touch_idle_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.inner.touch_idle_link(repo, digest).await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -89,6 +145,14 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         self.invalidated();
         self.blobs.remove(&(repo.clone(), digest.clone()));
         r
+    }
+
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
+        self.inner.namespace_usage(namespace).await
+    }
+
+    async fn namespace_holds(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        self.inner.namespace_holds(namespace, digest).await
     }
 
     async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
@@ -109,8 +173,11 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        quota: Option<&Quota>,
     ) -> Result<()> {
-        self.inner.finish_upload(id, repo, digest, size).await
+        self.inner
+            .finish_upload(id, repo, digest, size, quota)
+            .await
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {

@@ -10,6 +10,8 @@ use crate::oci::{Digest, RepoName, Tag, UploadId};
 pub mod access;
 pub mod cached;
 pub mod cached_access;
+pub mod gc;
+pub mod lifecycle;
 mod memo;
 pub mod proxy;
 pub mod sqlite;
@@ -31,6 +33,14 @@ pub enum MetadataError {
     /// An immutable tag would move off the manifest it points at (or lose it).
     #[error("tag {tag} is immutable and points at {digest}")]
     TagFixed { tag: String, digest: Digest },
+    /// Linking a blob would take a namespace past its quota.
+    #[error("namespace {namespace} is over its quota")]
+    QuotaExceeded {
+        namespace: String,
+        limit: u64,
+        used: u64,
+        size: u64,
+    },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -43,6 +53,14 @@ pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
 
 /// Whether a tag (by name) must stay: a manifest it points at is not deleted.
 pub type KeepTag<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
+
+/// A namespace's storage bound: the deduplicated bytes of every blob and manifest linked into
+/// its repositories. Checked in the transaction that links a blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub namespace: String,
+    pub limit: u64,
+}
 
 /// A manifest as the registry knows it in one repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,22 +111,40 @@ pub trait Metadata: Send + Sync + 'static {
     /// The size of a blob the repository may serve (linked blob or manifest), or `None`.
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
 
-    /// Links a committed blob into a repository, creating both records as needed.
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Links a committed blob into a repository, creating both records as needed; refused
+    /// with [`MetadataError::QuotaExceeded`] when that takes `quota`'s namespace past it.
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        quota: Option<&Quota>,
+    ) -> Result<()>;
+
+    /// Restarts GC's grace for a link its repository does not reference yet: a client that
+    /// was just told the blob exists (and so will not upload it) is about to reference it.
+    async fn touch_idle_link(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
 
     /// Removes a repository's link to a blob; `false` when there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 
+    /// Bytes the namespace's repositories hold (blobs linked, manifests), each counted once.
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64>;
+    /// Whether one of the namespace's repositories holds the blob already.
+    async fn namespace_holds(&self, namespace: &str, digest: &Digest) -> Result<bool>;
+
     async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()>;
     async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
     async fn set_upload_size(&self, id: &UploadId, size: u64) -> Result<()>;
-    /// In one transaction: link the committed blob and end the upload session.
+    /// In one transaction: link the committed blob and end the upload session (refused,
+    /// leaving both as they were, when `quota` would be exceeded).
     async fn finish_upload(
         &self,
         id: &UploadId,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        quota: Option<&Quota>,
     ) -> Result<()>;
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
     /// Every upload session, for expiry and reconciliation.

@@ -13,9 +13,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::lifecycle::check_quota;
 use super::{
-    now, KeepTag, ManifestRecord, ManifestRef, Metadata, MetadataError, NewManifest, Page, Result,
-    UploadRecord,
+    now, KeepTag, ManifestRecord, ManifestRef, Metadata, MetadataError, NewManifest, Page, Quota,
+    Result, UploadRecord,
 };
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
@@ -106,12 +107,17 @@ pub(super) async fn record_blob(
     digest: &Digest,
     size: u64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
-        .bind(digest.to_string())
-        .bind(size as i64)
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+    // Bytes stored again (durably, before this row) end a quarantine.
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) \
+         ON CONFLICT (digest) DO UPDATE SET quarantined_at = NULL \
+         WHERE blobs.quarantined_at IS NOT NULL",
+    )
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -122,12 +128,17 @@ pub(super) async fn link(
     size: u64,
 ) -> Result<()> {
     record_blob(tx, digest, size).await?;
-    sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-        .bind(repo_id)
-        .bind(digest.to_string())
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+    // Linking again (another upload or mount of the same blob) restarts GC's grace.
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) \
+         ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at, \
+           idle_since = NULL",
+    )
+    .bind(repo_id)
+    .bind(digest.to_string())
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -141,6 +152,10 @@ pub(super) async fn insert_manifest(
     let rec = &m.record;
     let digest = rec.digest.to_string();
     record_blob(tx, &rec.digest, rec.size).await?;
+    sqlx::query("UPDATE blobs SET is_manifest = 1 WHERE digest = ? AND is_manifest = 0")
+        .bind(&digest)
+        .execute(&mut **tx)
+        .await?;
     let annotations = rec
         .annotations
         .as_ref()
@@ -200,6 +215,41 @@ pub(super) async fn set_tag(
     Ok(())
 }
 
+/// Deletes a manifest (its tags and references go with it, ON DELETE CASCADE). What it
+/// referenced, and its own bytes, lose a reference now: GC's grace for them starts again.
+pub(super) async fn remove_manifest(
+    tx: &mut Transaction<'_, Sqlite>,
+    rid: i64,
+    digest: &Digest,
+) -> Result<bool> {
+    let d = digest.to_string();
+    let t = now();
+    sqlx::query(
+        "UPDATE repo_blobs SET idle_since = ?3 WHERE repo_id = ?1 AND digest IN \
+           (SELECT ref_digest FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2)",
+    )
+    .bind(rid)
+    .bind(&d)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE blobs SET idle_since = ?3 WHERE digest = ?2 OR digest IN \
+           (SELECT ref_digest FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2)",
+    )
+    .bind(rid)
+    .bind(&d)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    let r = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
+        .bind(rid)
+        .bind(&d)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
 /// Checks one reference of a manifest being put; returns the digest when it is missing.
 async fn check_ref(
     tx: &mut Transaction<'_, Sqlite>,
@@ -211,7 +261,7 @@ async fn check_ref(
             digest,
             *size,
             "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.repo_id = ? AND rb.digest = ?",
+             WHERE rb.repo_id = ? AND rb.digest = ? AND b.quarantined_at IS NULL",
         ),
         ManifestRef::Manifest { digest, size } => (
             digest,
@@ -261,9 +311,11 @@ impl Metadata for SqliteMetadata {
         let size: Option<i64> = sqlx::query_scalar(
             "SELECT b.size FROM repositories r \
              JOIN repo_blobs rb ON rb.repo_id = r.id JOIN blobs b ON b.digest = rb.digest \
-             WHERE r.name = ?1 AND rb.digest = ?2 \
+             WHERE r.name = ?1 AND rb.digest = ?2 AND b.quarantined_at IS NULL \
              UNION ALL SELECT m.size FROM repositories r JOIN manifests m ON m.repo_id = r.id \
-             WHERE r.name = ?1 AND m.digest = ?2 LIMIT 1",
+             WHERE r.name = ?1 AND m.digest = ?2 AND NOT EXISTS \
+               (SELECT 1 FROM blobs q WHERE q.digest = ?2 AND q.quarantined_at IS NOT NULL) \
+             LIMIT 1",
         )
         .bind(repo.as_str())
         .bind(digest.to_string())
@@ -272,12 +324,25 @@ impl Metadata for SqliteMetadata {
         Ok(size.map(|s| s as u64))
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        quota: Option<&Quota>,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
+        if let Some(q) = quota {
+            check_quota(&mut tx, q, digest, size).await?;
+        }
         let id = ensure_repo(&mut tx, repo).await?;
         link(&mut tx, id, digest, size).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn touch_idle_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        super::lifecycle::touch_idle_link(&self.read, &self.write, repo, digest).await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -290,6 +355,14 @@ impl Metadata for SqliteMetadata {
         .execute(&self.write)
         .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
+        super::lifecycle::namespace_usage(&self.read, namespace).await
+    }
+
+    async fn namespace_holds(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        super::lifecycle::namespace_holds(&self.read, namespace, digest).await
     }
 
     async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
@@ -356,8 +429,12 @@ impl Metadata for SqliteMetadata {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        quota: Option<&Quota>,
     ) -> Result<()> {
         let mut tx = self.write.begin().await?;
+        if let Some(q) = quota {
+            check_quota(&mut tx, q, digest, size).await?;
+        }
         let rid = ensure_repo(&mut tx, repo).await?;
         link(&mut tx, rid, digest, size).await?;
         sqlx::query("DELETE FROM uploads WHERE id = ?")
@@ -487,17 +564,16 @@ impl Metadata for SqliteMetadata {
                 digest: digest.clone(),
             });
         }
-        // Tags and refs go with it through ON DELETE CASCADE.
-        let r = sqlx::query(
-            "DELETE FROM manifests WHERE digest = ? \
-             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
-        )
-        .bind(digest.to_string())
-        .bind(repo.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let Some(rid) = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let gone = remove_manifest(&mut tx, rid, digest).await?;
         tx.commit().await?;
-        Ok(r.rows_affected() > 0)
+        Ok(gone)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {

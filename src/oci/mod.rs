@@ -6,6 +6,7 @@ pub mod manifest;
 pub mod media;
 pub mod name;
 pub mod range;
+pub mod size;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};

@@ -67,7 +67,7 @@ impl Proxy {
             match t.slot.head_blob(t.remote, &digest_s).await {
                 Ok(_) => {
                     let size = hosted.storage().stat(digest).await?.unwrap_or(0);
-                    hosted.store().link_blob(repo, digest, size).await?;
+                    hosted.store().link_blob(repo, digest, size, None).await?;
                     if let Ok(r) = hosted.blob(repo, digest, range, body).await {
                         return Ok(self.served(t, r, CacheStatus::Hit));
                     }
@@ -113,7 +113,11 @@ impl Proxy {
             let (me, fill2, repo2) = (self.clone(), fill.clone(), repo.clone());
             tokio::spawn(async move {
                 if let Ok(size) = fill2.done().await {
-                    let _ = me.inner.meta.link_blob(&repo2, &fill2.digest, size).await;
+                    let _ = me
+                        .inner
+                        .meta
+                        .link_blob(&repo2, &fill2.digest, size, None)
+                        .await;
                 }
             });
         }

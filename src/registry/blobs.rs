@@ -56,7 +56,7 @@ impl Registry {
         digest: &Digest,
     ) -> Result<()> {
         let committed = self.storage.commit(id, len, digest).await?;
-        self.meta.link_blob(repo, digest, len).await?;
+        self.meta.link_blob(repo, digest, len, None).await?;
         self.settle(id, len, digest, committed).await
     }
 
@@ -73,7 +73,11 @@ impl Registry {
         if self.storage.stat(digest).await?.is_none() {
             return Ok(None);
         }
-        self.meta.link_blob(repo, digest, size).await?;
+        let quota = self.quota(repo);
+        self.meta
+            .link_blob(repo, digest, size, quota.as_ref())
+            .await
+            .map_err(super::quota::refused)?;
         Ok(Some(size))
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod immutable;
 mod manifests;
 mod pulls;
+pub mod quota;
 pub mod service;
 mod uploads;
 
@@ -34,6 +35,8 @@ pub struct Policy {
     pub upload_max_age: Duration,
     /// Tags that may not move or go.
     pub immutable: ImmutableTags,
+    /// Storage bound per namespace.
+    pub quotas: quota::Quotas,
 }
 
 impl Default for Policy {
@@ -43,6 +46,7 @@ impl Default for Policy {
             delete_enabled: true,
             upload_max_age: Duration::from_secs(24 * 3600),
             immutable: ImmutableTags::default(),
+            quotas: quota::Quotas::default(),
         }
     }
 }

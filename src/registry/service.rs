@@ -173,6 +173,11 @@ impl Service for Registry {
         range: Option<&str>,
         body: bool,
     ) -> Result<BlobReply> {
+        if !body {
+            // A HEAD is how pushers ask whether to upload: a blob they are told exists must
+            // outlive GC's grace from now on, until their manifest references it.
+            self.meta.touch_idle_link(repo, digest).await?;
+        }
         let size = self.stat_blob(repo, digest).await?;
         let part = if body { range_of(range, size)? } else { None };
         let len = part.map_or(size, |r| r.len());

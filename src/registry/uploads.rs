@@ -12,11 +12,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use crate::metadata::{now, UploadRecord};
+use crate::metadata::{now, MetadataError, UploadRecord};
 use crate::oci::range::ByteRange;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use crate::storage::{ByteStream, Committed};
 
+use super::quota::refused;
 use super::{Registry, RegistryError, Result};
 
 /// Per-session in-process state: a lock that serializes requests on one upload, and the
@@ -36,7 +37,7 @@ impl Sessions {
         self.map.lock().entry(id.clone()).or_default().clone()
     }
 
-    fn forget(&self, id: &UploadId) {
+    pub(super) fn forget(&self, id: &UploadId) {
         self.map.lock().remove(id);
     }
 }
@@ -77,6 +78,12 @@ impl Registry {
         let session = self.uploads.get(id);
         let mut state = session.lock().await;
         let rec = self.upload_status(repo, id).await?;
+        if let Some(len) = chunk.range.map(|r| r.len()).or(chunk.length) {
+            if let Err(e) = self.quota_precheck(repo, None, rec.size + len).await {
+                self.discard_session(id).await;
+                return Err(e);
+            }
+        }
         self.append_locked(&rec, &mut state, chunk, true).await
     }
 
@@ -169,10 +176,37 @@ impl Registry {
         let mut state = session.lock().await;
         let mut rec = self.upload_status(repo, id).await?;
         if let Some(chunk) = last_chunk {
+            let more = chunk.range.map(|r| r.len()).or(chunk.length);
+            if let Some(len) = more {
+                if let Err(e) = self
+                    .quota_precheck(repo, Some(digest), rec.size + len)
+                    .await
+                {
+                    self.discard_session(id).await;
+                    return Err(e);
+                }
+            }
             rec.size = self.append_locked(&rec, &mut state, chunk, false).await?;
         }
+        if let Err(e) = self.quota_precheck(repo, Some(digest), rec.size).await {
+            self.discard_session(id).await;
+            return Err(e);
+        }
         let committed = self.verify_and_commit(&rec, &mut state, digest).await?;
-        self.meta.finish_upload(id, repo, digest, rec.size).await?;
+        let quota = self.quota(repo);
+        if let Err(e) = self
+            .meta
+            .finish_upload(id, repo, digest, rec.size, quota.as_ref())
+            .await
+        {
+            if matches!(e, MetadataError::QuotaExceeded { .. }) {
+                if committed == Committed::Published {
+                    self.unstore(digest).await;
+                }
+                self.discard_session(id).await;
+            }
+            return Err(refused(e));
+        }
         self.settle(id, rec.size, digest, committed).await?;
         drop(state);
         self.uploads.forget(id);
@@ -251,6 +285,9 @@ impl Registry {
             created_at: now(),
             updated_at: now(),
         };
+        if let Some(len) = length {
+            self.quota_precheck(repo, Some(digest), len).await?;
+        }
         self.storage.begin(&rec.id).await?;
         let mut state = SessionState::default();
         let chunk = AppendRequest {
@@ -265,7 +302,19 @@ impl Registry {
                 ..rec.clone()
             };
             let committed = self.verify_and_commit(&rec, &mut state, digest).await?;
-            self.meta.link_blob(repo, digest, size).await?;
+            let quota = self.quota(repo);
+            if let Err(e) = self
+                .meta
+                .link_blob(repo, digest, size, quota.as_ref())
+                .await
+            {
+                if matches!(e, MetadataError::QuotaExceeded { .. })
+                    && committed == Committed::Published
+                {
+                    self.unstore(digest).await;
+                }
+                return Err(refused(e));
+            }
             self.settle(&rec.id, size, digest, committed).await?;
             Ok(size)
         }

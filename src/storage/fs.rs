@@ -6,6 +6,7 @@
 
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -64,8 +65,15 @@ fn map_not_found(e: io::Error) -> StorageError {
     }
 }
 
-/// Moves a fsynced file to its final blob path and makes the rename durable (blocking).
+/// Moves a fsynced file to its final blob path and makes the rename durable (blocking). The
+/// file's modification time becomes the time of publication: garbage collection never
+/// removes a blob file younger than its floor, which covers the moment between this rename
+/// and the metadata row that links it.
 fn publish(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(from)?
+        .set_modified(std::time::SystemTime::now())?;
     let parent = to.parent().expect("blob paths have a parent");
     std::fs::create_dir_all(parent)?;
     std::fs::rename(from, to)?;
@@ -177,7 +185,7 @@ impl BlobStore for FsStorage {
         Ok(not_found_as_none(fs::remove_file(self.layout.blob(digest)).await)?.is_some())
     }
 
-    async fn list(&self) -> Result<Vec<Digest>> {
+    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
         let mut out = Vec::new();
         let mut algs = fs::read_dir(self.layout.blobs_dir()).await?;
         while let Some(alg) = algs.next_entry().await? {
@@ -187,13 +195,35 @@ impl BlobStore for FsStorage {
                 let mut files = fs::read_dir(prefix.path()).await?;
                 while let Some(f) = files.next_entry().await? {
                     let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
-                    if let Ok(d) = name.parse() {
-                        out.push(d);
+                    let Ok(d) = name.parse() else { continue };
+                    // A file deleted since the listing began is simply not listed.
+                    if let Some(md) = not_found_as_none(f.metadata().await)? {
+                        out.push((d, md.modified()?));
                     }
                 }
             }
         }
         Ok(out)
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<bool> {
+        let (from, to) = (self.layout.blob(digest), self.layout.quarantined(digest));
+        blocking(move || {
+            if !from.exists() {
+                return Ok(false);
+            }
+            let parent = to.parent().expect("quarantine paths have a parent");
+            std::fs::create_dir_all(parent)?;
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            std::fs::File::open(from.parent().expect("blob paths have a parent"))?.sync_all()?;
+            Ok(true)
+        })
+        .await
+        .map_err(StorageError::Io)
     }
 }
 
@@ -369,6 +399,11 @@ impl UploadArea for FsStorage {
     async fn cancel(&self, id: &UploadId) -> Result<()> {
         not_found_as_none(fs::remove_file(self.layout.upload(id)).await)?;
         Ok(())
+    }
+
+    async fn upload_modified(&self, id: &UploadId) -> Result<Option<SystemTime>> {
+        let md = not_found_as_none(fs::metadata(self.layout.upload(id)).await)?;
+        Ok(md.map(|m| m.modified()).transpose()?)
     }
 
     async fn list_uploads(&self) -> Result<Vec<UploadId>> {

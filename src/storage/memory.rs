@@ -2,6 +2,7 @@
 //! filesystem.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,12 +16,19 @@ use crate::oci::{Digest, UploadId};
 #[derive(Default)]
 pub struct MemoryStorage {
     blobs: Mutex<HashMap<Digest, Bytes>>,
+    born: Mutex<HashMap<Digest, SystemTime>>,
+    quarantined: Mutex<HashMap<Digest, Bytes>>,
     uploads: Mutex<HashMap<UploadId, Vec<u8>>>,
 }
 
 impl MemoryStorage {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn publish(&self, digest: Digest, data: Bytes) {
+        self.born.lock().insert(digest.clone(), SystemTime::now());
+        self.blobs.lock().insert(digest, data);
     }
 }
 
@@ -48,7 +56,9 @@ impl BlobStore for MemoryStorage {
     }
 
     async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
-        self.blobs.lock().entry(digest.clone()).or_insert(data);
+        if !self.blobs.lock().contains_key(digest) {
+            self.publish(digest.clone(), data);
+        }
         Ok(())
     }
 
@@ -56,8 +66,27 @@ impl BlobStore for MemoryStorage {
         Ok(self.blobs.lock().remove(digest).is_some())
     }
 
-    async fn list(&self) -> Result<Vec<Digest>> {
-        Ok(self.blobs.lock().keys().cloned().collect())
+    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
+        let born = self.born.lock();
+        Ok(self
+            .blobs
+            .lock()
+            .keys()
+            .map(|d| {
+                (
+                    d.clone(),
+                    born.get(d).copied().unwrap_or_else(SystemTime::now),
+                )
+            })
+            .collect())
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<bool> {
+        let Some(b) = self.blobs.lock().remove(digest) else {
+            return Ok(false);
+        };
+        self.quarantined.lock().insert(digest.clone(), b);
+        Ok(true)
     }
 }
 
@@ -113,7 +142,7 @@ impl UploadArea for MemoryStorage {
         }
         let mut buf = uploads.remove(id).expect("checked above");
         buf.truncate(len as usize);
-        self.blobs.lock().insert(digest.clone(), Bytes::from(buf));
+        self.publish(digest.clone(), Bytes::from(buf));
         Ok(Committed::Published)
     }
 

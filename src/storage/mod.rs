@@ -7,6 +7,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,8 +59,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob; `false` when it did not exist.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
 
-    /// Every committed blob's digest, in no particular order.
-    async fn list(&self) -> Result<Vec<Digest>>;
+    /// Every committed blob's digest with when it was stored, in no particular order.
+    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>>;
+
+    /// Moves a committed blob out of service, keeping its bytes aside for inspection (scrub
+    /// found them corrupt); `false` when it did not exist. Afterwards the blob is absent.
+    async fn quarantine(&self, digest: &Digest) -> Result<bool>;
 }
 
 /// In-progress uploads: invisible to [`BlobStore`] until committed.
@@ -119,6 +124,12 @@ pub trait UploadArea: Send + Sync + 'static {
 
     /// Every upload present, for reconciliation at start-up.
     async fn list_uploads(&self) -> Result<Vec<UploadId>>;
+
+    /// When an upload was last written to, if the backend knows; `None` when it does not
+    /// exist (or its age is unknown, and then it is never treated as abandoned).
+    async fn upload_modified(&self, _id: &UploadId) -> Result<Option<SystemTime>> {
+        Ok(None)
+    }
 }
 
 /// What a commit did.

@@ -5,6 +5,7 @@
 //!   blobs/<algorithm>/<first two hex>/<hex>   committed blobs, immutable, named by digest
 //!   uploads/<uuid>                            in-progress upload bytes
 //!   tmp/<uuid>                                whole-blob writes before their rename
+//!   quarantine/<algorithm>/<hex>              blobs scrub found corrupt, kept for inspection
 //! ```
 //! Everything under `blobs/` appeared there by an atomic rename of a file already fsynced.
 
@@ -40,6 +41,13 @@ impl Layout {
 
     pub fn upload(&self, id: &UploadId) -> PathBuf {
         self.uploads_dir().join(id.as_str())
+    }
+
+    pub fn quarantined(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("quarantine")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
     }
 
     pub fn tmp_dir(&self) -> PathBuf {

@@ -47,7 +47,13 @@ pub async fn put_stat_read_delete(s: &dyn Storage) {
         .await
         .unwrap();
     assert_eq!(collect(part).await.unwrap(), b"berth");
-    assert_eq!(s.list().await.unwrap(), vec![d.clone()]);
+    let listed = s.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, d);
+    let age = std::time::SystemTime::now()
+        .duration_since(listed[0].1)
+        .unwrap_or_default();
+    assert!(age.as_secs() < 60, "a blob just stored is listed as new");
     assert!(s.delete(&d).await.unwrap());
     assert!(!s.delete(&d).await.unwrap());
     assert_eq!(s.stat(&d).await.unwrap(), None);
@@ -201,6 +207,23 @@ pub async fn followed_uploads_are_readable_as_they_grow(s: &dyn Storage) {
     assert_eq!(tail, [39, 39]);
 }
 
+pub async fn quarantine_takes_a_blob_out_of_service(s: &dyn Storage) {
+    let data = Bytes::from_static(b"bytes gone bad");
+    let d = Algorithm::Sha256.digest(&data);
+    assert!(!s.quarantine(&d).await.unwrap(), "nothing to quarantine");
+    s.put(&d, data.clone()).await.unwrap();
+    assert!(s.quarantine(&d).await.unwrap());
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+    assert!(matches!(
+        s.read(&d, None).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(s.list().await.unwrap().is_empty());
+    // Stored again (a push heals it), the blob is served once more.
+    s.put(&d, data.clone()).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(data.len() as u64));
+}
+
 macro_rules! storage_suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -208,7 +231,8 @@ macro_rules! storage_suite {
             storage_suite!(@tests $make; put_stat_read_delete, upload_appends_and_commits,
                 unacknowledged_bytes_are_dropped, commit_truncates_to_acknowledged_length,
                 short_uploads_are_refused, commit_deduplicates_and_cancel_forgets,
-                empty_blobs_work, followed_uploads_are_readable_as_they_grow);
+                empty_blobs_work, followed_uploads_are_readable_as_they_grow,
+                quarantine_takes_a_blob_out_of_service);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -95,6 +95,8 @@ pub struct TestServer {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     /// The pull-through cache, when the configuration has upstreams.
     pub proxy: Option<berth::proxy::Proxy>,
+    /// The server's GC, retention and scrub.
+    pub lifecycle: berth::lifecycle::Lifecycle,
     // Dropped last: the server must stop using the directory first.
     _dir: tempfile::TempDir,
 }
@@ -140,6 +142,7 @@ impl TestServer {
             .expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let proxy = app.proxy.clone();
+        let lifecycle = app.lifecycle.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(berth::server::run(listener, app, async move {
             let _ = rx.await;
@@ -157,6 +160,7 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
             proxy,
+            lifecycle,
             _dir: dir,
         }
     }
