@@ -232,6 +232,12 @@ impl App {
             users: Users::new(access.clone()),
             namespaces: Namespaces::new(access.clone(), access.clone()),
             tokens: AccessTokens::new(access.clone()),
+            lifecycle: lifecycle.clone(),
+            policies: serde_json::json!({
+                "gc": cfg.gc,
+                "retention": cfg.retention,
+                "immutable_tags": cfg.immutable_tags,
+            }),
         });
         Ok(App {
             registry,

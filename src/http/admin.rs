@@ -34,6 +34,7 @@ type AppRef = State<Arc<AppState>>;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .merge(super::admin_cache::routes())
+        .merge(super::admin_lifecycle::routes())
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{name}", delete(delete_user))

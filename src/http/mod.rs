@@ -24,6 +24,7 @@ use crate::storage::ByteStream;
 mod access_log;
 mod admin;
 mod admin_cache;
+mod admin_lifecycle;
 pub mod auth;
 mod blobs;
 pub mod conn;
@@ -59,6 +60,10 @@ pub struct AppState {
     pub users: Users,
     pub namespaces: Namespaces,
     pub tokens: AccessTokens,
+    /// Garbage collection, retention and scrub, for the admin API.
+    pub lifecycle: crate::lifecycle::Lifecycle,
+    /// The lifecycle policies as configured (gc, retention, immutable_tags), for the admin API.
+    pub policies: serde_json::Value,
 }
 
 type AppRef = State<Arc<AppState>>;

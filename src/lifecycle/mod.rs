@@ -13,6 +13,7 @@ use futures::FutureExt;
 use crate::metadata::gc::GcStore;
 use crate::metadata::lifecycle::LifecycleStore;
 use crate::metadata::proxy::CacheStore;
+use crate::metadata::usage::UsageStore;
 use crate::metadata::Metadata;
 use crate::oci::Digest;
 use crate::registry::Registry;
@@ -21,14 +22,16 @@ use crate::storage::Storage;
 pub mod gc;
 pub mod retention;
 pub mod scrub;
+#[cfg(test)]
+mod tests;
 
 pub use gc::{GcOptions, GcReport};
 pub use retention::{Retention, RetentionReport};
 pub use scrub::{ScrubOptions, ScrubReport};
 
 /// Everything the lifecycle asks of the metadata store.
-pub trait LifecycleDb: Metadata + CacheStore + GcStore + LifecycleStore {}
-impl<T: Metadata + CacheStore + GcStore + LifecycleStore> LifecycleDb for T {}
+pub trait LifecycleDb: Metadata + CacheStore + GcStore + LifecycleStore + UsageStore {}
+impl<T: Metadata + CacheStore + GcStore + LifecycleStore + UsageStore> LifecycleDb for T {}
 
 /// How the lifecycle runs.
 #[derive(Clone, Debug)]

@@ -150,7 +150,7 @@ impl GcStore for SqliteMetadata {
         after: &Cursor,
         limit: u32,
     ) -> Result<(Vec<DoomedBlob>, Cursor)> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         // The scan window: the next `limit` blobs in digest order, collectable or not, so a
         // store full of referenced blobs is crossed once, not once per batch.
         let window: Vec<String> =
@@ -216,7 +216,7 @@ impl GcStore for SqliteMetadata {
         if batch.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         let list = json_list(batch);
         // Stored and linked again since the claim: the row is back, the bytes stay.
         let revived: std::collections::HashSet<String> = sqlx::query_scalar(
@@ -269,7 +269,7 @@ impl GcStore for SqliteMetadata {
         limit: u32,
     ) -> Result<(u64, Option<(i64, String)>)> {
         let (rid, d) = after.clone().unwrap_or((i64::MIN, String::new()));
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         let window: Vec<(i64, String)> = sqlx::query_as(
             "SELECT repo_id, digest FROM repo_blobs WHERE (repo_id, digest) > (?, ?) \
              ORDER BY repo_id, digest LIMIT ?",
@@ -311,7 +311,7 @@ impl GcStore for SqliteMetadata {
     }
 
     async fn gc_adopt(&self, files: &[(Digest, u64)]) -> Result<u64> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut adopted = 0;
         for (d, size) in files {
             let r = sqlx::query(

@@ -192,7 +192,7 @@ impl LifecycleStore for SqliteMetadata {
         ttl_secs: i64,
     ) -> Result<Result<(), String>> {
         let t = now();
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
@@ -339,7 +339,7 @@ impl LifecycleStore for SqliteMetadata {
     }
 
     async fn delete_untagged_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(rid): Option<i64> =
             sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
                 .bind(repo.as_str())
@@ -398,7 +398,7 @@ impl LifecycleStore for SqliteMetadata {
     }
 
     async fn quarantine_blob(&self, digest: &Digest, set_aside: DeleteBytes<'_>) -> Result<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE blobs SET quarantined_at = ? WHERE digest = ?")
             .bind(now())
             .bind(digest.to_string())

@@ -154,7 +154,7 @@ impl CacheStore for SqliteMetadata {
         m: &NewManifest,
         tag: Option<&Tag>,
     ) -> Result<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         let rid = ensure_repo(&mut tx, repo).await?;
         let t = now();
         insert_manifest(&mut tx, rid, m, t).await?;
@@ -197,7 +197,7 @@ impl CacheStore for SqliteMetadata {
         if pulls.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         for p in pulls {
             sqlx::query(
                 "UPDATE manifests SET pulled_at = ?1 WHERE digest = ?2 \
@@ -389,7 +389,7 @@ impl CacheStore for SqliteMetadata {
     }
 
     async fn evict_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Vec<Digest>> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(rid): Option<i64> =
             sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
                 .bind(repo.as_str())
@@ -446,7 +446,7 @@ impl CacheStore for SqliteMetadata {
         for d in candidates {
             // One short write transaction per blob: the writer connection is the lock every
             // link takes, so holding it across the check and the deletion closes the race.
-            let mut tx = self.writer().begin().await?;
+            let mut tx = self.write_tx().await?;
             let unreferenced: bool = sqlx::query_scalar(&format!("SELECT {UNREFERENCED}"))
                 .bind(d.to_string())
                 .fetch_one(&mut *tx)

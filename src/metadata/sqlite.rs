@@ -57,6 +57,14 @@ impl SqliteMetadata {
         &self.write
     }
 
+    /// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`). A
+    /// deferred one that reads first and then writes fails with `SQLITE_BUSY` at once, without
+    /// waiting, when another process (the CLI, a second server) wrote meanwhile; an
+    /// immediate one waits its turn for up to the busy timeout.
+    pub(super) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub(super) fn reader(&self) -> &SqlitePool {
         &self.read
     }
@@ -331,7 +339,7 @@ impl Metadata for SqliteMetadata {
         size: u64,
         quota: Option<&Quota>,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(q) = quota {
             check_quota(&mut tx, q, digest, size).await?;
         }
@@ -431,7 +439,7 @@ impl Metadata for SqliteMetadata {
         size: u64,
         quota: Option<&Quota>,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(q) = quota {
             check_quota(&mut tx, q, digest, size).await?;
         }
@@ -477,7 +485,7 @@ impl Metadata for SqliteMetadata {
         tags: &[Tag],
         fixed: &[Tag],
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rid = ensure_repo(&mut tx, repo).await?;
         for tag in tags.iter().filter(|t| fixed.contains(t)) {
             let current: Option<String> =
@@ -549,7 +557,7 @@ impl Metadata for SqliteMetadata {
         digest: &Digest,
         keep: KeepTag<'_>,
     ) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let tags: Vec<String> = sqlx::query_scalar(
             "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id \
              WHERE r.name = ? AND t.digest = ? ORDER BY t.name",

@@ -107,6 +107,14 @@ impl Registry {
         }
         let limit = self.policy.manifest_max_bytes.max(4 << 20);
         match read_small(&*self.storage, digest, limit).await {
+            // Small enough to verify on every read from disk: bytes altered there are never
+            // served (nor cached); scrub will quarantine them.
+            Ok(b) if &digest.algorithm().digest(&b) != digest => {
+                tracing::error!(%digest, "stored manifest bytes do not match their digest");
+                Err(RegistryError::ManifestUnknown(format!(
+                    "manifest {digest} unknown"
+                )))
+            }
             Ok(b) => {
                 self.manifests.insert(digest.clone(), b.clone());
                 Ok(b)

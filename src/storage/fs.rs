@@ -19,6 +19,9 @@ use super::{BlobStore, ByteStream, Committed, Result, StorageError, UploadArea};
 use crate::oci::range::ByteRange;
 use crate::oci::{Digest, UploadId};
 
+/// A whole-blob write in `tmp/` this old was abandoned by a crash.
+const TMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Read and write buffer size: large enough that per-call overhead vanishes at GB/s.
 const IO_BUF: usize = 1 << 20;
 
@@ -33,10 +36,20 @@ impl FsStorage {
         for dir in [layout.blobs_dir(), layout.uploads_dir(), layout.tmp_dir()] {
             fs::create_dir_all(&dir).await?;
         }
-        // Leftovers of whole-blob writes interrupted by a crash: never visible, safe to drop.
+        // Leftovers of whole-blob writes interrupted by a crash: never visible, safe to drop
+        // once old. A young one may be a running server's write in progress (the CLI opens
+        // the store beside a server), so it stays.
+        let horizon = SystemTime::now() - TMP_MAX_AGE;
         let mut tmp = fs::read_dir(layout.tmp_dir()).await?;
         while let Some(e) = tmp.next_entry().await? {
-            let _ = fs::remove_file(e.path()).await;
+            let old = e
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < horizon);
+            if old {
+                let _ = fs::remove_file(e.path()).await;
+            }
         }
         let probe = layout.tmp_file();
         fs::write(&probe, b"").await?;

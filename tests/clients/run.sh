@@ -15,6 +15,7 @@
 #                          (nor the docker checks of auth.sh)
 #   SKIP_AUTH=1            do not run tests/clients/auth.sh (access control: logins, tokens, TLS)
 #   SKIP_PROXY=1           do not run tests/clients/proxy.sh (the pull-through cache)
+#   SKIP_GC=1              do not run tests/clients/gc.sh (GC under load, scrub)
 #   BIG_BLOB_MB=1024       size of the large blob round trip, in MiB
 #
 # Needs root on a fresh machine only to apt-get install missing tools.
@@ -450,5 +451,14 @@ else
     BERTH=$BERTH KEEP=${KEEP:-0} SKIP_DOCKER=${SKIP_DOCKER:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} \
         bash "$HERE/proxy.sh" || PROXY_RC=$?
 fi
+# Garbage collection under load with skopeo, and scrub: a separate script with its own berth.
+GC_RC=0
+if [ "${SKIP_GC:-0}" = 1 ]; then
+    echo "SKIP: garbage-collection checks (SKIP_GC=1 given)"
+else
+    echo
+    echo "== tests/clients/gc.sh"
+    BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/gc.sh" || GC_RC=$?
+fi
 [ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ] &&
-    [ "$PROXY_RC" = 0 ]
+    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ]

@@ -319,3 +319,81 @@ async fn gc_in_a_loop_while_clients_push_pull_and_delete() {
     s.gc(GRACE).await;
     assert_eq!(s.blob_files(), reachable);
 }
+
+#[tokio::test]
+async fn admin_api_shows_policies_and_runs_gc_and_retention() {
+    let s = TestServer::start_with(|c| {
+        c.quotas =
+            std::collections::BTreeMap::from([("team".to_string(), berth::config::Bytes(1 << 20))]);
+    })
+    .await;
+    s.push_image("team/app", "v1", 1).await;
+    let orphan = s.push_blob("team/app", &random_bytes(100)).await;
+    let v: Value = s
+        .get("/api/v1/lifecycle")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["gc"]["grace"], "1h");
+    assert_eq!(v["gc"]["schedule"], "6h");
+    assert_eq!(v["quotas"][0]["namespace"], "team");
+    assert_eq!(v["quotas"][0]["limit"], 1 << 20);
+    assert!(v["quotas"][0]["used"].as_u64().unwrap() > 100);
+    let plan: Value = s
+        .post("/api/v1/gc")
+        .body(r#"{"dry_run": true, "grace": "0s"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plan["items"][0]["digest"], orphan.as_str(), "{plan}");
+    let resp = s
+        .post("/api/v1/gc")
+        .body(r#"{"grace": "0s"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let done: Value = resp.json().await.unwrap();
+    assert_eq!(done["blobs"], 1);
+    let v: Value = s
+        .get("/api/v1/lifecycle")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["gc"]["last"]["blobs"], 1, "{v}");
+    let resp = s
+        .post("/api/v1/gc")
+        .body(r#"{"grace": "soon"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let r: Value = s
+        .post("/api/v1/retention")
+        .body(r#"{"dry_run": true}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["tags"], json!([]));
+    let u: Value = s
+        .get("/api/v1/usage?namespace=team")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(u["repositories"][0]["repository"], "team/app");
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Garbage collection at scale, berth against Distribution (Debian's docker-registry 2.8) in
+# one run. Both registries get the same content through the HTTP API: IMAGES images of a
+# config and LAYERS layers each (all distinct: IMAGES * (LAYERS + 2) blobs with the
+# manifests), then half the manifests are deleted. Then:
+#
+# - berth: `berth gc --dry-run` (its prediction), then `berth gc` while the server keeps
+#   serving: wall time, blobs and bytes removed, bytes freed on disk against the prediction;
+#   push and pull latency (p50, p99) of one client for PROBE_SECS without GC and for
+#   PROBE_SECS with GC running back to back, in the same run;
+# - the peer: `docker-registry garbage-collect` (it needs the registry stopped or read-only):
+#   wall time and bytes freed on disk.
+#
+#   bench/gc.sh            # IMAGES=10000 LAYERS=8: 100k blobs, 10k manifests; ~10 min
+#
+# Prints a Markdown table on stdout; progress on stderr.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+for v in $(compgen -e | grep '^BERTH_' || true); do unset "$v"; done
+BERTH_BIN=${BENCH_BERTH_BIN:-$ROOT/target/release/berth}
+IMAGES=${IMAGES:-10000}
+LAYERS=${LAYERS:-8}
+SIZE=${SIZE:-512}
+PROBE_SECS=${PROBE_SECS:-10}
+LOAD=$ROOT/bench/gc_load.py
+
+log() { printf '[gc %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+for pkg_cmd in docker-registry:docker-registry curl:curl jq:jq; do
+    if ! command -v "${pkg_cmd%%:*}" >/dev/null; then
+        log "installing ${pkg_cmd#*:}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg_cmd#*:}" >/dev/null
+    fi
+done
+[[ -x $BERTH_BIN ]] || die "no berth binary at $BERTH_BIN"
+
+WORK=$(mktemp -d /tmp/berth-gc-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$1/v2/" >/dev/null && return 0; sleep 0.1; done; die "port $1 not up"; }
+# Apparent bytes of every file under a directory.
+bytes_in() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc -l | xargs printf '%.2f'; }
+
+B_PORT=$(free_port)
+"$BERTH_BIN" serve --addr "127.0.0.1:$B_PORT" --data-dir "$WORK/berth" 2>"$WORK/berth.log" &
+PIDS+=($!)
+P_PORT=$(free_port)
+cat >"$WORK/peer.yml" <<YML
+version: 0.1
+log: {level: error}
+storage:
+  filesystem: {rootdirectory: $WORK/peer}
+  delete: {enabled: true}
+http: {addr: 127.0.0.1:$P_PORT}
+YML
+env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
+    docker-registry serve "$WORK/peer.yml" >"$WORK/peer.log" 2>&1 &
+PEER_PID=$!
+PIDS+=($PEER_PID)
+wait_up "$B_PORT"
+wait_up "$P_PORT"
+
+for who in berth:$B_PORT peer:$P_PORT; do
+    name=${who%%:*} port=${who#*:}
+    log "$name: pushing $IMAGES images x $((LAYERS + 1)) blobs"
+    t0=$(now)
+    python3 "$LOAD" fill 127.0.0.1 "$port" "$IMAGES" "$LAYERS" "$SIZE" "$WORK/$name.json"
+    log "$name: filled in $(secs "$t0" "$(now)") s; deleting half the manifests"
+    python3 "$LOAD" delete 127.0.0.1 "$port" "$WORK/$name.json" 0 $((IMAGES / 2))
+done
+BLOBS_TOTAL=$(find "$WORK/berth/blobs" -type f | wc -l)
+
+log "berth: dry run"
+t0=$(now)
+"$BERTH_BIN" gc --dry-run --grace 0s --data-dir "$WORK/berth" --json >"$WORK/plan.json"
+DRY_SECS=$(secs "$t0" "$(now)")
+log "berth: probing latency without GC for ${PROBE_SECS}s"
+python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-idle.json"
+BEFORE=$(bytes_in "$WORK/berth/blobs")
+log "berth: GC while probing"
+python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-gc.json" &
+PROBE=$!
+t0=$(now)
+"$BERTH_BIN" gc --grace 0s --data-dir "$WORK/berth" --json >"$WORK/gc.json"
+GC_SECS=$(secs "$t0" "$(now)")
+RUNS=1
+while kill -0 "$PROBE" 2>/dev/null; do
+    "$BERTH_BIN" gc --grace 1h --data-dir "$WORK/berth" --json >/dev/null
+    RUNS=$((RUNS + 1))
+done
+wait "$PROBE"
+AFTER=$(bytes_in "$WORK/berth/blobs")
+
+log "peer: garbage-collect (registry stopped, as it requires)"
+kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
+P_BEFORE=$(bytes_in "$WORK/peer/docker/registry/v2/blobs")
+t0=$(now)
+env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
+    docker-registry garbage-collect "$WORK/peer.yml" >"$WORK/peer-gc.log" 2>&1
+P_SECS=$(secs "$t0" "$(now)")
+P_AFTER=$(bytes_in "$WORK/peer/docker/registry/v2/blobs")
+
+j() { jq -r "$1" "$2"; }
+cat <<MD
+| measure | berth | docker-registry 2.8 |
+| --- | --- | --- |
+| content | $BLOBS_TOTAL blob files, $IMAGES manifests, half deleted | same pushes and deletes |
+| GC wall time | $GC_SECS s (online; dry run $DRY_SECS s) | $P_SECS s (offline: registry stopped) |
+| blobs removed | $(j .blobs "$WORK/gc.json") ($(j .manifests "$WORK/gc.json") manifests) | see its log |
+| bytes predicted by the dry run | $(j .bytes "$WORK/plan.json") | - |
+| bytes freed on disk | $((BEFORE - AFTER)) | $((P_BEFORE - P_AFTER)) |
+| push p50 / p99, no GC (ms) | $(j .push.p50 "$WORK/probe-idle.json") / $(j .push.p99 "$WORK/probe-idle.json") | - |
+| push p50 / p99, GC running (ms) | $(j .push.p50 "$WORK/probe-gc.json") / $(j .push.p99 "$WORK/probe-gc.json") ($RUNS GC runs) | - |
+| pull p50 / p99, no GC (ms) | $(j .pull.p50 "$WORK/probe-idle.json") / $(j .pull.p99 "$WORK/probe-idle.json") | - |
+| pull p50 / p99, GC running (ms) | $(j .pull.p50 "$WORK/probe-gc.json") / $(j .pull.p99 "$WORK/probe-gc.json") | - |
+MD
