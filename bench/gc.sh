@@ -4,10 +4,10 @@
 # config and LAYERS layers each (all distinct: IMAGES * (LAYERS + 2) blobs with the
 # manifests), then half the manifests are deleted. Then:
 #
-# - berth: `berth gc --dry-run` (its prediction), then `berth gc` while the server keeps
-#   serving: wall time, blobs and bytes removed, bytes freed on disk against the prediction;
-#   push and pull latency (p50, p99) of one client for PROBE_SECS without GC and for
-#   PROBE_SECS with GC running back to back, in the same run;
+# - berth: `berth gc --dry-run` (its prediction), then `berth gc` beside the running server:
+#   wall time, blobs and bytes removed, bytes freed on disk against the prediction; then a
+#   quarter more deleted, and push and pull latency (p50, p99) of one client for PROBE_SECS
+#   without GC and for PROBE_SECS with GC running back to back, in the same run;
 # - the peer: `docker-registry garbage-collect` (it needs the registry stopped or read-only):
 #   wall time and bytes freed on disk.
 #
@@ -40,7 +40,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    [ "${KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -84,22 +84,34 @@ log "berth: dry run"
 t0=$(now)
 "$BERTH_BIN" gc --dry-run --grace 0s --data-dir "$WORK/berth" --json >"$WORK/plan.json"
 DRY_SECS=$(secs "$t0" "$(now)")
-log "berth: probing latency without GC for ${PROBE_SECS}s"
-python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-idle.json"
 BEFORE=$(bytes_in "$WORK/berth/blobs")
-log "berth: GC while probing"
-python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-gc.json" &
-PROBE=$!
+log "berth: GC (the server idle)"
 t0=$(now)
 "$BERTH_BIN" gc --grace 0s --data-dir "$WORK/berth" --json >"$WORK/gc.json"
 GC_SECS=$(secs "$t0" "$(now)")
+AFTER=$(bytes_in "$WORK/berth/blobs")
+log "berth: GC again, nothing left to remove"
+t0=$(now)
+"$BERTH_BIN" gc --grace 0s --data-dir "$WORK/berth" --json >/dev/null
+SCAN_SECS=$(secs "$t0" "$(now)")
+
+# Latency: a quarter more of the images deleted, then one client for PROBE_SECS without GC
+# and for PROBE_SECS with GC running back to back (the first run removing that quarter).
+python3 "$LOAD" delete 127.0.0.1 "$B_PORT" "$WORK/berth.json" $((IMAGES / 2)) $((IMAGES * 3 / 4))
+log "berth: probing latency without GC for ${PROBE_SECS}s"
+python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-idle.json"
+log "berth: probing latency while GC runs"
+python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-gc.json" &
+PROBE=$!
+t0=$(now)
+"$BERTH_BIN" gc --grace 1s --data-dir "$WORK/berth" --json >"$WORK/gc2.json"
+GC2_SECS=$(secs "$t0" "$(now)")
 RUNS=1
 while kill -0 "$PROBE" 2>/dev/null; do
-    "$BERTH_BIN" gc --grace 1h --data-dir "$WORK/berth" --json >/dev/null
+    "$BERTH_BIN" gc --grace 1s --data-dir "$WORK/berth" --json >/dev/null
     RUNS=$((RUNS + 1))
 done
 wait "$PROBE"
-AFTER=$(bytes_in "$WORK/berth/blobs")
 
 log "peer: garbage-collect (registry stopped, as it requires)"
 kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
@@ -115,12 +127,12 @@ cat <<MD
 | measure | berth | docker-registry 2.8 |
 | --- | --- | --- |
 | content | $BLOBS_TOTAL blob files, $IMAGES manifests, half deleted | same pushes and deletes |
-| GC wall time | $GC_SECS s (online; dry run $DRY_SECS s) | $P_SECS s (offline: registry stopped) |
-| blobs removed | $(j .blobs "$WORK/gc.json") ($(j .manifests "$WORK/gc.json") manifests) | see its log |
-| bytes predicted by the dry run | $(j .bytes "$WORK/plan.json") | - |
+| GC wall time | $GC_SECS s (online; dry run $DRY_SECS s; a run with nothing to remove $SCAN_SECS s) | $P_SECS s (offline: registry stopped) |
+| blobs removed | $(j .blobs "$WORK/gc.json") ($(j .manifests "$WORK/gc.json") manifests) | $(grep -c 'Deleting blob' "$WORK/peer-gc.log" || true) blob deletions logged |
+| bytes predicted by the dry run | $(j .bytes "$WORK/plan.json") ($(j .blobs "$WORK/plan.json") blobs) | - |
 | bytes freed on disk | $((BEFORE - AFTER)) | $((P_BEFORE - P_AFTER)) |
 | push p50 / p99, no GC (ms) | $(j .push.p50 "$WORK/probe-idle.json") / $(j .push.p99 "$WORK/probe-idle.json") | - |
-| push p50 / p99, GC running (ms) | $(j .push.p50 "$WORK/probe-gc.json") / $(j .push.p99 "$WORK/probe-gc.json") ($RUNS GC runs) | - |
+| push p50 / p99, GC running (ms) | $(j .push.p50 "$WORK/probe-gc.json") / $(j .push.p99 "$WORK/probe-gc.json") ($RUNS GC runs; the first removed $(j .blobs "$WORK/gc2.json") blobs in $GC2_SECS s) | - |
 | pull p50 / p99, no GC (ms) | $(j .pull.p50 "$WORK/probe-idle.json") / $(j .pull.p99 "$WORK/probe-idle.json") | - |
 | pull p50 / p99, GC running (ms) | $(j .pull.p50 "$WORK/probe-gc.json") / $(j .pull.p99 "$WORK/probe-gc.json") | - |
 MD

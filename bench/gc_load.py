@@ -3,12 +3,12 @@
 
   gc_load.py fill HOST PORT IMAGES LAYERS SIZE OUT.json
       Pushes IMAGES images (a config and LAYERS layers each, SIZE bytes, all distinct) with
-      monolithic POST ?digest= uploads over 4 keep-alive connections, then writes the
+      POST-then-PUT uploads over 4 keep-alive connections, then writes the
       manifest digests to OUT.json.
   gc_load.py delete HOST PORT IN.json FROM TO
       Deletes manifests FROM..TO (by digest) of those listed in IN.json.
   gc_load.py probe HOST PORT SECONDS
-      One connection: alternately pushes a 4 KiB blob (POST ?digest=) and pulls a manifest
+      One connection: alternately pushes a 4 KiB blob (POST, PUT) and pulls a manifest
       and a blob, for SECONDS; prints JSON {"push": {"p50","p99","n"}, "pull": {...}} in ms.
 
 Exits non-zero on any unexpected status.
@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 
 MT = "application/vnd.oci.image.manifest.v1+json"
 
@@ -40,8 +41,15 @@ def call(conn, method, path, body=b"", headers=None, want=(200,)):
 
 
 def push_blob(conn, repo, data):
-    call(conn, "POST", f"/v2/{repo}/blobs/uploads/?digest={digest(data)}", data,
-         {"Content-Type": "application/octet-stream"}, (201,))
+    """POST then PUT with the whole blob: the one protocol every registry speaks."""
+    conn.request("POST", f"/v2/{repo}/blobs/uploads/", body=b"", headers={"Content-Length": "0"})
+    r = conn.getresponse()
+    body = r.read()
+    if r.status != 202:
+        raise SystemExit(f"POST: {r.status} {body[:200]!r}")
+    u = urllib.parse.urlsplit(r.getheader("Location"))
+    path = u.path + ("?" + u.query + "&" if u.query else "?") + "digest=" + digest(data)
+    call(conn, "PUT", path, data, {"Content-Type": "application/octet-stream"}, (201,))
 
 
 def fill(host, port, images, layers, size, out):

@@ -62,8 +62,8 @@ impl Default for GcConfig {
         GcConfig {
             schedule: Schedule(Some(Span(Duration::from_secs(6 * 3600)))),
             grace: Span(Duration::from_secs(3600)),
-            batch: 500,
-            parallel: 16,
+            batch: 128,
+            parallel: 32,
             max_deletes_per_sec: 0,
         }
     }

@@ -49,8 +49,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             grace: Duration::from_secs(3600),
-            batch: 500,
-            parallel: 16,
+            batch: 128,
+            parallel: 32,
             max_deletes_per_sec: 0,
             retention: Vec::new(),
             upload_max_age: Duration::from_secs(24 * 3600),

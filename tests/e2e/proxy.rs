@@ -16,13 +16,13 @@ const ACCEPT: &str =
 
 /// An origin registry, a relay in front of it, and a berth mirroring it as `hub` (Docker
 /// Hub's normalization, host `docker.io`, and the default upstream).
-struct Mirror {
-    origin: TestServer,
-    relay: Relay,
-    s: TestServer,
+pub(crate) struct Mirror {
+    pub origin: TestServer,
+    pub relay: Relay,
+    pub s: TestServer,
 }
 
-async fn mirror(modify: impl FnOnce(&mut Config)) -> Mirror {
+pub(crate) async fn mirror(modify: impl FnOnce(&mut Config)) -> Mirror {
     let origin = TestServer::start().await;
     let relay = Relay::start(&origin.base).await;
     let url = relay.url.clone();

@@ -120,3 +120,54 @@ async fn gc_killed_mid_run_loses_nothing_and_the_next_run_finishes() {
         assert_pulls(&s, "team/app", &format!("v{i}"), img).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_cached_blob_is_fetched_again() {
+    let m = crate::proxy::mirror(|_| {}).await;
+    let (img, _) = m.origin.push_image("library/alpine", "3.20", 1).await;
+    let layer = &img.layers[0].digest;
+    let resp = m.s.get_blob("hub/library/alpine", layer).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), *layer);
+    let path = m.s.blob_path(layer);
+    // The fill stores the blob as the response ends.
+    within(Duration::from_secs(10), "blob cached", || async {
+        path.exists()
+    })
+    .await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let r =
+        m.s.lifecycle
+            .scrub(Default::default(), &|_| {})
+            .await
+            .unwrap();
+    assert_eq!(r.corrupt, std::slice::from_ref(layer));
+    let fetched = m.relay.count("GET blob");
+    let resp = m.s.get_blob("hub/library/alpine", layer).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        sha256(&resp.bytes().await.unwrap()),
+        *layer,
+        "fetched again, verified"
+    );
+    assert_eq!(m.relay.count("GET blob"), fetched + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_runs_gc_on_its_own() {
+    let s = TestServer::start_with(|c| {
+        c.gc.schedule = berth::config::Schedule(Some(berth::config::Span(Duration::from_secs(1))));
+        c.gc.grace = berth::config::Span(Duration::ZERO);
+    })
+    .await;
+    let (img, _) = s.push_image("team/app", "v1", 1).await;
+    let orphan = s.push_blob("team/app", &random_bytes(100)).await;
+    within(Duration::from_secs(15), "scheduled GC", || async {
+        !s.blob_files().contains(&orphan)
+    })
+    .await;
+    assert_pulls(&s, "team/app", "v1", &img).await;
+}
