@@ -85,17 +85,7 @@ async fn quota_refuses_at_post_patch_and_completion_leaving_nothing() {
         "BLOB_UNKNOWN",
     )
     .await;
-    let (alg, hex) = sha256(&big)
-        .split_once(':')
-        .map(|(a, h)| (a.to_string(), h.to_string()))
-        .unwrap();
-    let path = s
-        .config
-        .data_dir
-        .join("blobs")
-        .join(alg)
-        .join(&hex[..2])
-        .join(&hex);
+    let path = s.blob_path(&sha256(&big));
     assert!(!path.exists(), "no bytes of a refused push stay");
     assert!(std::fs::read_dir(s.config.data_dir.join("uploads"))
         .unwrap()
