@@ -7,7 +7,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use berth::cli::{access, cache, lifecycle, usage, Cli, Command, ConfigCommand, RetentionCommand};
+use berth::cli::{
+    access, cache, lifecycle, policy, usage, Cli, Command, ConfigCommand, RetentionCommand,
+};
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
 
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
                     common,
                 },
         } => run_command(lifecycle::retention(&common, dry_run, json)),
+        Command::Policy { command } => run_command(policy::run(command)),
         Command::Scrub {
             rate,
             restart,

@@ -18,6 +18,7 @@ use crate::auth::{Authenticator, Authorizer, Users};
 use crate::config::{AuthMode, Config, StorageConfig};
 use crate::http::auth::Gate;
 use crate::http::{self, AppState, HttpSettings, Peer, PlainListener};
+use crate::lifecycle::policies::{Policies, PolicyTexts};
 use crate::lifecycle::Lifecycle;
 use crate::metadata::cached::CachedMetadata;
 use crate::metadata::cached_access::CachedAccess;
@@ -106,6 +107,8 @@ pub struct Services {
     pub access: Arc<CachedAccess<SqliteMetadata>>,
     /// Garbage collection, retention and scrub.
     pub lifecycle: Lifecycle,
+    /// Immutable tags, retention and quotas in force (config, or set in the database).
+    pub policies: Policies,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
 }
 
@@ -130,9 +133,9 @@ impl Services {
             manifest_max_bytes: cfg.manifests.max_bytes,
             delete_enabled: cfg.delete.enabled,
             upload_max_age: cfg.upload_max_idle(),
-            immutable: crate::config::lifecycle::immutable_tags(&cfg.immutable_tags)?,
-            quotas: crate::config::lifecycle::quotas(&cfg.quotas)?,
+            rules: Default::default(),
         };
+        let content_rules = policy.rules.clone();
         let registry = Arc::new(Registry::new(storage, meta.clone(), policy));
         // Users and access settings are read through a cache that follows the database's
         // auth generation, so changes from the CLI or elsewhere apply within its poll.
@@ -153,9 +156,21 @@ impl Services {
             batch: cfg.gc.batch,
             parallel: cfg.gc.parallel,
             max_deletes_per_sec: cfg.gc.max_deletes_per_sec,
-            retention: crate::config::lifecycle::retention(&cfg.retention)?,
+            retention: Default::default(),
             upload_max_age: cfg.upload_max_idle(),
         };
+        let policies = Policies::load(
+            PolicyTexts {
+                immutable_tags: cfg.immutable_tags.clone(),
+                retention: cfg.retention.clone(),
+                quotas: cfg.quotas.clone(),
+            },
+            sqlite.clone(),
+            content_rules,
+            settings.retention.clone(),
+        )
+        .await
+        .context("cannot apply the lifecycle policies")?;
         let cache = meta.clone();
         let lifecycle = Lifecycle::new(
             sqlite.clone(),
@@ -169,6 +184,7 @@ impl Services {
             access,
             meta,
             lifecycle,
+            policies,
         })
     }
 
@@ -205,6 +221,7 @@ impl App {
             access,
             meta,
             lifecycle,
+            policies,
         } = Services::open(cfg).await?;
         let fixed = registry
             .reconcile_uploads()
@@ -233,11 +250,8 @@ impl App {
             namespaces: Namespaces::new(access.clone(), access.clone()),
             tokens: AccessTokens::new(access.clone()),
             lifecycle: lifecycle.clone(),
-            policies: serde_json::json!({
-                "gc": cfg.gc,
-                "retention": cfg.retention,
-                "immutable_tags": cfg.immutable_tags,
-            }),
+            gc_settings: serde_json::json!(cfg.gc),
+            policies: policies.clone(),
         });
         Ok(App {
             registry,
@@ -284,6 +298,7 @@ pub async fn run_with(
         tokio::spawn(sweep_throttle(app.state.clone(), cancel.clone())),
         tokio::spawn(record_pulls(app.registry.clone(), cancel.clone())),
         tokio::spawn(app.meta.clone().watch(cancel.clone())),
+        tokio::spawn(app.state.policies.clone().watch(cancel.clone())),
     ];
     if let Some(every) = app.schedule {
         background.push(tokio::spawn(scheduled_lifecycle(
@@ -376,7 +391,7 @@ async fn scheduled_lifecycle(lifecycle: Lifecycle, every: Duration, cancel: Canc
             _ = tokio::time::sleep(every) => {}
         }
         let round = async {
-            if !lifecycle.settings().retention.is_empty() {
+            if !lifecycle.settings().retention.get().is_empty() {
                 lifecycle.retention(false).await?;
             }
             match lifecycle.gc_if_free(Default::default()).await? {

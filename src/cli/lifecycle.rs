@@ -66,7 +66,7 @@ pub async fn retention(common: &CommonArgs, dry_run: bool, json: bool) -> anyhow
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    if cfg.retention.is_empty() {
+    if services.policies.texts().retention.is_empty() {
         println!("no retention rules are configured");
         return Ok(());
     }

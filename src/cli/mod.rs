@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod access;
 pub mod cache;
 pub mod lifecycle;
+pub mod policy;
 pub mod usage;
 
 use crate::config::{
@@ -79,6 +80,12 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Show or change the lifecycle policies: immutable tags, retention rules and quotas
+    /// (works while the server runs).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Apply the retention rules (works while the server runs).
     Retention {

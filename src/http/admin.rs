@@ -35,6 +35,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .merge(super::admin_cache::routes())
         .merge(super::admin_lifecycle::routes())
+        .merge(super::admin_policies::routes())
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{name}", delete(delete_user))
@@ -76,6 +77,19 @@ impl Caller {
         match &self.0 {
             None => Ok(Visibility::All),
             Some(p) => Ok(app.gate.authz.visibility(p).await?),
+        }
+    }
+
+    /// Who made a change, for the record: the user or token, or `admin-api` when access
+    /// control is off.
+    pub(super) fn actor(&self) -> String {
+        match &self.0 {
+            None => "admin-api".into(),
+            Some(Principal::Anonymous) => "anonymous".into(),
+            Some(Principal::User { name, .. }) => name.clone(),
+            Some(Principal::Token {
+                namespace, name, ..
+            }) => format!("token {namespace}/{name}"),
         }
     }
 

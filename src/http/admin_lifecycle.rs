@@ -42,13 +42,23 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 async fn policies(State(app): AppRef, caller: Caller) -> ApiResult<Response> {
     caller.require_admin()?;
     let db = app.lifecycle.db();
-    let mut v = app.policies.clone();
+    let texts = app.policies.texts();
+    let mut v = json!({
+        "gc": app.gc_settings,
+        "retention": texts.retention,
+        "immutable_tags": texts.immutable_tags,
+    });
     let mut quotas = Vec::new();
-    for (ns, limit) in app.registry.policy().quotas.limits() {
+    for (ns, limit) in &texts.quotas {
         let used = db.namespace_usage(ns).await?;
-        quotas.push(json!({"namespace": ns, "limit": limit, "used": used}));
+        quotas.push(json!({"namespace": ns, "limit": limit.0, "used": used}));
     }
     v["quotas"] = Value::Array(quotas);
+    v["sources"] = app.policies.view().as_object().map_or(Value::Null, |m| {
+        m.iter()
+            .map(|(k, view)| (k.clone(), view["source"].clone()))
+            .collect()
+    });
     let last = db.state("gc.last").await?;
     v["gc"]["last"] = last
         .and_then(|s| serde_json::from_str(&s).ok())

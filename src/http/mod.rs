@@ -25,6 +25,7 @@ mod access_log;
 mod admin;
 mod admin_cache;
 mod admin_lifecycle;
+mod admin_policies;
 pub mod auth;
 mod blobs;
 pub mod conn;
@@ -62,8 +63,10 @@ pub struct AppState {
     pub tokens: AccessTokens,
     /// Garbage collection, retention and scrub, for the admin API.
     pub lifecycle: crate::lifecycle::Lifecycle,
-    /// The lifecycle policies as configured (gc, retention, immutable_tags), for the admin API.
-    pub policies: serde_json::Value,
+    /// GC's settings as configured, for the admin API.
+    pub gc_settings: serde_json::Value,
+    /// Immutable tags, retention and quotas in force, which the admin API may change.
+    pub policies: crate::lifecycle::policies::Policies,
 }
 
 type AppRef = State<Arc<AppState>>;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::metadata::{now, rfc3339};
 
-use super::{Lifecycle, Pace};
+use super::{breathe, Lifecycle, Pace};
 
 /// A blob file without a row is never removed before it is this old, whatever the grace:
 /// it covers the moment between a commit's rename and the row that links it.
@@ -140,14 +140,16 @@ impl Lifecycle {
         let mut cursor = None;
         loop {
             let (claimed, next) = self.db.gc_claim(cutoff, &cursor, batch).await?;
-            if !claimed.is_empty() {
+            if claimed.is_empty() {
+                tokio::task::yield_now().await;
+            } else {
                 (self.invalidate)();
+                breathe().await;
                 let (gone, _) = self.db.gc_finish(&claimed, parallel, &delete).await?;
                 count(&mut r, &gone);
                 pace.done(gone.len() as u64).await;
+                breathe().await;
             }
-            // Let requests waiting for the write lock go first.
-            tokio::task::yield_now().await;
             match next {
                 Some(n) => cursor = Some(n),
                 None => break,
@@ -157,11 +159,13 @@ impl Lifecycle {
         let mut cursor = None;
         loop {
             let (dropped, next) = self.db.gc_drop_links(cutoff, &cursor, batch).await?;
+            r.links += dropped;
             if dropped > 0 {
                 (self.invalidate)();
+                breathe().await;
+            } else {
+                tokio::task::yield_now().await;
             }
-            r.links += dropped;
-            tokio::task::yield_now().await;
             match next {
                 Some(n) => cursor = Some(n),
                 None => break,
@@ -208,6 +212,7 @@ impl Lifecycle {
                 .await?;
             count(r, &gone);
             pace.done(gone.len() as u64).await;
+            breathe().await;
             if settled == 0 {
                 // What is left could not be deleted now (the errors were logged): next run.
                 return Ok(());

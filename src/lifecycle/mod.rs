@@ -16,10 +16,12 @@ use crate::metadata::proxy::CacheStore;
 use crate::metadata::usage::UsageStore;
 use crate::metadata::Metadata;
 use crate::oci::Digest;
+use crate::registry::rules::Live;
 use crate::registry::Registry;
 use crate::storage::Storage;
 
 pub mod gc;
+pub mod policies;
 pub mod retention;
 pub mod scrub;
 #[cfg(test)]
@@ -40,7 +42,8 @@ pub struct Settings {
     pub batch: u32,
     pub parallel: usize,
     pub max_deletes_per_sec: u64,
-    pub retention: Vec<Retention>,
+    /// The retention rules, which may change while the lifecycle runs.
+    pub retention: Live<Vec<Retention>>,
     /// Upload sessions idle this long are abandoned.
     pub upload_max_age: Duration,
 }
@@ -52,7 +55,7 @@ impl Default for Settings {
             batch: 128,
             parallel: 32,
             max_deletes_per_sec: 0,
-            retention: Vec::new(),
+            retention: Live::default(),
             upload_max_age: Duration::from_secs(24 * 3600),
         }
     }
@@ -192,6 +195,13 @@ fn hostname() -> String {
 }
 
 /// Paces work to at most `per_sec` items a second (0: unpaced).
+/// Leaves SQLite's write lock free for a moment between two of GC's write transactions, so
+/// a push waiting for it gets in first: within the process the writer pool hands the lock on
+/// in order; another process (the server, while `berth gc` runs) tries every millisecond.
+pub(crate) async fn breathe() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
 pub(crate) struct Pace {
     per_sec: u64,
     start: std::time::Instant,

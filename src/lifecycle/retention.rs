@@ -229,18 +229,16 @@ impl Lifecycle {
             started_at: rfc3339(now()),
             ..RetentionReport::default()
         };
-        if self.settings.retention.is_empty() {
+        // The rules as they are now; a change made meanwhile applies from the next run.
+        let rules = self.settings.retention.get();
+        if rules.is_empty() {
             return Ok(report);
         }
         let t = now();
-        let immutable = &self.registry.policy().immutable;
+        let content = self.registry.policy().rules.get();
+        let immutable = &content.immutable;
         for name in self.db.content_repositories().await? {
-            let Some(rule) = self
-                .settings
-                .retention
-                .iter()
-                .find(|r| r.repositories.matches(&name))
-            else {
+            let Some(rule) = rules.iter().find(|r| r.repositories.matches(&name)) else {
                 continue;
             };
             let Ok(repo) = name.parse::<RepoName>() else {

@@ -150,25 +150,38 @@ impl GcStore for SqliteMetadata {
         after: &Cursor,
         limit: u32,
     ) -> Result<(Vec<DoomedBlob>, Cursor)> {
-        let mut tx = self.write_tx().await?;
         // The scan window: the next `limit` blobs in digest order, collectable or not, so a
-        // store full of referenced blobs is crossed once, not once per batch.
+        // store full of referenced blobs is crossed once, not once per batch. It is read
+        // without the write lock, which is taken only when there is something to claim, and
+        // everything is checked again under it.
         let window: Vec<String> =
             sqlx::query_scalar("SELECT digest FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?")
                 .bind(after.as_deref().unwrap_or(""))
                 .bind(limit as i64)
-                .fetch_all(&mut *tx)
+                .fetch_all(self.reader())
                 .await?;
         let Some(last) = window.last().cloned() else {
             return Ok((Vec::new(), None));
         };
-        let rows = sqlx::query(&format!(
-            "SELECT b.digest, b.size, b.is_manifest FROM blobs b \
-             WHERE b.digest > ?2 AND b.digest <= ?3 AND {COLLECTABLE}"
+        let next = (window.len() as u32 == limit).then_some(last.clone());
+        let candidates: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT b.digest FROM blobs b WHERE b.digest > ?2 AND b.digest <= ?3 AND {COLLECTABLE}"
         ))
         .bind(cutoff)
         .bind(after.as_deref().unwrap_or(""))
         .bind(&last)
+        .fetch_all(self.reader())
+        .await?;
+        if candidates.is_empty() {
+            return Ok((Vec::new(), next));
+        }
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT b.digest, b.size, b.is_manifest FROM blobs b \
+             WHERE b.digest IN (SELECT value FROM json_each(?2)) AND {COLLECTABLE}"
+        ))
+        .bind(cutoff)
+        .bind(serde_json::to_string(&candidates).expect("strings serialize"))
         .fetch_all(&mut *tx)
         .await?;
         let claimed = rows.iter().map(doomed).collect::<Result<Vec<_>>>()?;
@@ -194,7 +207,6 @@ impl GcStore for SqliteMetadata {
             }
         }
         tx.commit().await?;
-        let next = (window.len() as u32 == limit).then_some(last);
         Ok((claimed, next))
     }
 
@@ -269,7 +281,10 @@ impl GcStore for SqliteMetadata {
         limit: u32,
     ) -> Result<(u64, Option<(i64, String)>)> {
         let (rid, d) = after.clone().unwrap_or((i64::MIN, String::new()));
-        let mut tx = self.write_tx().await?;
+        // As in the claim: the window and the candidates are read without the write lock,
+        // then each candidate is deleted by its key with the condition checked again under
+        // it. (One `DELETE ... WHERE (repo_id, digest) IN (...)` is planned as a scan of the
+        // repository's every link.)
         let window: Vec<(i64, String)> = sqlx::query_as(
             "SELECT repo_id, digest FROM repo_blobs WHERE (repo_id, digest) > (?, ?) \
              ORDER BY repo_id, digest LIMIT ?",
@@ -277,27 +292,43 @@ impl GcStore for SqliteMetadata {
         .bind(rid)
         .bind(&d)
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(self.reader())
         .await?;
         let Some(last) = window.last().cloned() else {
             return Ok((0, None));
         };
-        let r = sqlx::query(&format!(
-            "DELETE FROM repo_blobs WHERE (repo_id, digest) IN ( \
-               SELECT rb.repo_id, rb.digest FROM repo_blobs rb \
-               WHERE (rb.repo_id, rb.digest) > (?2, ?3) AND (rb.repo_id, rb.digest) <= (?4, ?5) \
-               AND {DROPPABLE_LINK})"
+        let next = (window.len() as u32 == limit).then_some(last.clone());
+        let candidates: Vec<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT rb.repo_id, rb.digest FROM repo_blobs rb \
+             WHERE (rb.repo_id, rb.digest) > (?2, ?3) AND (rb.repo_id, rb.digest) <= (?4, ?5) \
+             AND {DROPPABLE_LINK}"
         ))
         .bind(cutoff)
         .bind(rid)
         .bind(&d)
         .bind(last.0)
         .bind(&last.1)
-        .execute(&mut *tx)
+        .fetch_all(self.reader())
         .await?;
+        if candidates.is_empty() {
+            return Ok((0, next));
+        }
+        let mut tx = self.write_tx().await?;
+        let mut dropped = 0;
+        for (repo_id, digest) in &candidates {
+            dropped += sqlx::query(&format!(
+                "DELETE FROM repo_blobs AS rb WHERE rb.repo_id = ?2 AND rb.digest = ?3 \
+                 AND {DROPPABLE_LINK}"
+            ))
+            .bind(cutoff)
+            .bind(repo_id)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         tx.commit().await?;
-        let next = (window.len() as u32 == limit).then_some(last);
-        Ok((r.rows_affected(), next))
+        Ok((dropped, next))
     }
 
     async fn known_blobs(&self) -> Result<std::collections::HashSet<String>> {

@@ -8,11 +8,13 @@ use async_trait::async_trait;
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 pub mod access;
+mod busy;
 pub mod cached;
 pub mod cached_access;
 pub mod gc;
 pub mod lifecycle;
 mod memo;
+pub mod policies;
 pub mod proxy;
 pub mod sqlite;
 pub mod usage;

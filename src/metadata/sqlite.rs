@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -34,13 +33,14 @@ impl SqliteMetadata {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(super::busy::BUSY_TIMEOUT)
             .pragma("cache_size", "-16000");
         // A local file's connections do not go stale: skip sqlx's ping before each use, one
         // worker-thread round trip per query saved.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
+            .after_connect(|conn, _| Box::pin(super::busy::install(conn)))
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
@@ -48,6 +48,7 @@ impl SqliteMetadata {
             .max_connections(8)
             .min_connections(2)
             .test_before_acquire(false)
+            .after_connect(|conn, _| Box::pin(super::busy::install(conn)))
             .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteMetadata { read, write })

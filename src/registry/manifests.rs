@@ -149,14 +149,10 @@ impl Registry {
             tags.insert(0, t.clone());
         }
         tags.dedup();
+        let rules = self.policy.rules.get();
         let fixed: Vec<Tag> = tags
             .iter()
-            .filter(|t| {
-                self.policy
-                    .immutable
-                    .rule(repo.as_str(), t.as_str())
-                    .is_some()
-            })
+            .filter(|t| rules.immutable.rule(repo.as_str(), t.as_str()).is_some())
             .cloned()
             .collect();
         // Bytes durable first, then the metadata that points at them.
@@ -227,6 +223,8 @@ impl Registry {
     ) -> RegistryError {
         let rule = self
             .policy
+            .rules
+            .get()
             .immutable
             .rule(repo.as_str(), tag)
             .map(|r| r.to_string())
@@ -239,7 +237,8 @@ impl Registry {
     /// Deletes a manifest by digest (with every tag pointing at it), or untags by tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.check_delete_enabled()?;
-        let rules = &self.policy.immutable;
+        let rules = self.policy.rules.get();
+        let rules = &rules.immutable;
         let found = match reference {
             Reference::Digest(d) => {
                 let keep = |tag: &str| rules.rule(repo.as_str(), tag).is_some();

@@ -16,6 +16,7 @@ pub mod immutable;
 mod manifests;
 mod pulls;
 pub mod quota;
+pub mod rules;
 pub mod service;
 mod uploads;
 
@@ -33,10 +34,8 @@ pub struct Policy {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are removed.
     pub upload_max_age: Duration,
-    /// Tags that may not move or go.
-    pub immutable: ImmutableTags,
-    /// Storage bound per namespace.
-    pub quotas: quota::Quotas,
+    /// Immutable tags and quotas, which may change while the registry runs.
+    pub rules: rules::Live<rules::ContentRules>,
 }
 
 impl Default for Policy {
@@ -45,8 +44,7 @@ impl Default for Policy {
             manifest_max_bytes: 4 * 1024 * 1024,
             delete_enabled: true,
             upload_max_age: Duration::from_secs(24 * 3600),
-            immutable: ImmutableTags::default(),
-            quotas: quota::Quotas::default(),
+            rules: Default::default(),
         }
     }
 }

@@ -69,7 +69,7 @@ pub(super) fn refused(e: MetadataError) -> RegistryError {
 
 impl Registry {
     pub(super) fn quota(&self, repo: &RepoName) -> Option<Quota> {
-        self.policy.quotas.for_repo(repo)
+        self.policy.rules.get().quotas.for_repo(repo)
     }
 
     /// Refuses `size` more bytes (of blob `digest`, when known) for `repo` when the namespace
