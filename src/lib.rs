@@ -11,6 +11,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metadata;
 pub mod oci;
+pub mod ops;
 pub mod proxy;
 pub mod registry;
 pub mod server;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use berth::cli::{
-    access, cache, lifecycle, policy, usage, Cli, Command, ConfigCommand, RetentionCommand,
+    access, cache, health, lifecycle, policy, usage, Cli, Command, ConfigCommand, RetentionCommand,
 };
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
@@ -103,6 +103,19 @@ fn main() -> ExitCode {
                 },
         } => run_command(lifecycle::retention(&common, dry_run, json)),
         Command::Policy { command } => run_command(policy::run(command)),
+        Command::Health {
+            url,
+            timeout,
+            common,
+        } => match common
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| run_command(health::health(&cfg, url, timeout.0)))
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Scrub {
             rate,
             restart,

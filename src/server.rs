@@ -35,6 +35,8 @@ pub struct App {
     pub lifecycle: Lifecycle,
     /// How often retention and GC run on their own (`None`: only on demand).
     schedule: Option<Duration>,
+    /// A listener of its own for `/metrics`, when configured.
+    metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
     access: Arc<CachedAccess<SqliteMetadata>>,
@@ -252,12 +254,19 @@ impl App {
             lifecycle: lifecycle.clone(),
             gc_settings: serde_json::json!(cfg.gc),
             policies: policies.clone(),
+            ops: http::Ops {
+                metrics: Arc::new(crate::ops::metrics::Metrics::new()),
+                metrics_on_main_port: cfg.metrics.enabled && cfg.metrics.addr.is_none(),
+                data_dir: cfg.data_dir.clone(),
+                probing: Default::default(),
+            },
         });
         Ok(App {
             registry,
             proxy,
             lifecycle,
             schedule: cfg.gc.schedule.0.map(|s| s.0),
+            metrics_addr: cfg.metrics.addr.filter(|_| cfg.metrics.enabled),
             state,
             meta,
             access,
@@ -317,6 +326,19 @@ pub async fn run_with(
         trigger.cancel();
     });
     let router = app.router();
+    if let Some(addr) = app.metrics_addr {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "serving /metrics");
+        let metrics = http::metrics_router(app.state.clone());
+        let stop = stopping.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = serve_until(PlainListener(l), metrics, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "the metrics listener stopped");
+            }
+        }));
+    }
     let served = match tls {
         None => serve_until(PlainListener(listener), router, stopping).await,
         Some(tls) => {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod access;
 pub mod cache;
+pub mod health;
 pub mod lifecycle;
 pub mod policy;
 pub mod usage;
@@ -94,6 +95,18 @@ pub enum Command {
     },
     /// Re-hash every stored blob; quarantine and report those whose bytes no longer match
     /// their digest. Exits 1 when it finds any (works while the server runs; resumable).
+    /// Ask the running server whether it is ready (its `/readyz`): exit 0 when it is, 1
+    /// when not or when it does not answer. For scripts and container health checks.
+    Health {
+        /// Ask this URL instead of the configured address's `/readyz`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s")]
+        timeout: crate::config::Span,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     Scrub {
         /// Read at most this many MB (10^6 bytes) per second.
         #[arg(long, value_name = "MB/s")]

@@ -10,10 +10,12 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub mod lifecycle;
+pub mod ops;
 pub mod proxy;
 pub mod units;
 
 pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
+pub use ops::MetricsConfig;
 pub use proxy::{On404, ProxyConfig, PullAccess, UpstreamConfig};
 pub use units::{Bytes, Span};
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// Storage bound per namespace, e.g. `team-a: 10GiB`.
     pub quotas: std::collections::BTreeMap<String, Bytes>,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -208,6 +212,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             retention: Vec::new(),
             quotas: Default::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

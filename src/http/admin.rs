@@ -119,7 +119,7 @@ impl Caller {
 }
 
 fn forbidden(msg: &str) -> ApiError {
-    ApiError::new(Code::Denied, msg)
+    ApiError::new(Code::Denied, msg).auth_failure("denied")
 }
 
 pub(super) fn not_found(msg: String) -> ApiError {

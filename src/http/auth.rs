@@ -136,7 +136,8 @@ pub fn throttled(wait: std::time::Duration) -> ApiError {
         ApiError::new(
             Code::TooManyRequests,
             format!("too many failed logins; retry in {secs} s"),
-        ),
+        )
+        .auth_failure("throttled"),
         Some(wait),
     )
 }
@@ -150,6 +151,7 @@ fn denied(principal: &Principal, repo: &RepoName, missing: Perms) -> ApiError {
         ),
     )
     .detail(json!({ "repository": repo.as_str(), "missing": missing.actions() }))
+    .auth_failure("denied")
 }
 
 /// The scope a challenge asks for so that a request on `endpoint` can succeed.
@@ -190,21 +192,25 @@ impl Gate {
                 .map_err(|e| match e {
                     AuthError::BadCredentials => self
                         .basic_challenge()
-                        .message("invalid user name or password"),
+                        .message("invalid user name or password")
+                        .auth_failure("bad_credentials"),
                     AuthError::Throttled(w) => throttled(w),
                     AuthError::Store(e) => store_error(e),
                 }),
-            Credentials::Bearer(_) | Credentials::Malformed => {
-                Err(self.basic_challenge().message("expected Basic credentials"))
-            }
+            Credentials::Bearer(_) | Credentials::Malformed => Err(self
+                .basic_challenge()
+                .message("expected Basic credentials")
+                .auth_failure("malformed_credentials")),
         }
     }
 
     fn basic_challenge(&self) -> ApiError {
-        ApiError::new(Code::Unauthorized, "authentication required").header(
-            header::WWW_AUTHENTICATE,
-            "Basic realm=\"berth\", charset=\"UTF-8\"",
-        )
+        ApiError::new(Code::Unauthorized, "authentication required")
+            .header(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"berth\", charset=\"UTF-8\"",
+            )
+            .auth_failure("missing_credentials")
     }
 
     async fn admit_basic(
@@ -274,8 +280,14 @@ impl Gate {
         if let Some(e) = error {
             v.push_str(&format!(",error=\"{e}\""));
         }
+        let reason = match error {
+            Some("invalid_token") => "invalid_token",
+            Some(_) => "insufficient_scope",
+            None => "missing_credentials",
+        };
         ApiError::new(Code::Unauthorized, "authentication required")
             .header(header::WWW_AUTHENTICATE, &v)
+            .auth_failure(reason)
     }
 
     /// Verifies a bearer token and the identity it was issued to, which must still exist with

@@ -135,6 +135,20 @@ impl Endpoint {
     }
 
     /// What a request with `method` on this endpoint does.
+    /// The endpoint's kind, as the `route` label of metrics: a closed set, never a path.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Tags(_) => "tags",
+            Endpoint::Manifest(..) => "manifest",
+            Endpoint::Blob(..) => "blob",
+            Endpoint::Uploads(_) => "blob_uploads",
+            Endpoint::Upload(..) => "blob_upload",
+            Endpoint::Referrers(..) => "referrers",
+        }
+    }
+
     pub fn action(&self, method: &axum::http::Method) -> Action {
         use axum::http::Method;
         match self {

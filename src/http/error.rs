@@ -97,7 +97,14 @@ pub struct ApiError {
     pub message: String,
     pub detail: Option<Value>,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// Why credentials or permissions refused the request, for
+    /// `container_registry_auth_failures_total{reason}`.
+    pub auth_failure: Option<&'static str>,
 }
+
+/// A response extension: the request was refused for its credentials or permissions.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthFailure(pub &'static str);
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
@@ -107,7 +114,14 @@ impl ApiError {
             message: message.into(),
             detail: None,
             headers: Vec::new(),
+            auth_failure: None,
         }
+    }
+
+    /// Marks a refusal by credentials or permissions, with its reason.
+    pub fn auth_failure(mut self, reason: &'static str) -> Self {
+        self.auth_failure = Some(reason);
+        self
     }
 
     pub fn status(mut self, status: StatusCode) -> Self {
@@ -136,6 +150,7 @@ impl ApiError {
             message: "internal server error".into(),
             detail: None,
             headers: Vec::new(),
+            auth_failure: None,
         }
     }
 
@@ -245,6 +260,12 @@ impl IntoResponse for ApiError {
         );
         for (k, v) in self.headers {
             h.append(k, v);
+        }
+        let reason = self
+            .auth_failure
+            .or((self.status == StatusCode::UNAUTHORIZED).then_some("unauthorized"));
+        if let Some(r) = reason {
+            resp.extensions_mut().insert(AuthFailure(r));
         }
         resp
     }

@@ -21,7 +21,6 @@ use crate::oci;
 use crate::registry::Service;
 use crate::storage::ByteStream;
 
-mod access_log;
 mod admin;
 mod admin_cache;
 mod admin_lifecycle;
@@ -33,7 +32,9 @@ mod discovery;
 mod early;
 pub mod endpoint;
 pub mod error;
+mod health;
 mod manifests;
+pub mod observe;
 mod token;
 mod uploads;
 
@@ -67,6 +68,19 @@ pub struct AppState {
     pub gc_settings: serde_json::Value,
     /// Immutable tags, retention and quotas in force, which the admin API may change.
     pub policies: crate::lifecycle::policies::Policies,
+    /// Metrics and health.
+    pub ops: Ops,
+}
+
+/// What `/metrics`, `/healthz` and `/readyz` need.
+pub struct Ops {
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
+    /// `/metrics` is served on the main port (else only on `metrics.addr`).
+    pub metrics_on_main_port: bool,
+    /// The data dir, whose filesystem `/metrics` reports and `/readyz` checks.
+    pub data_dir: std::path::PathBuf,
+    /// A readiness write probe is waiting for the database's write lock.
+    pub probing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type AppRef = State<Arc<AppState>>;
@@ -78,10 +92,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .route("/token", get(token_get).post(token_post))
         .merge(admin::routes())
+        .merge(health::routes(state.ops.metrics_on_main_port))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(early::finish_request_body))
-        .layer(axum::middleware::from_fn(access_log::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.ops.metrics.clone(),
+            observe::observe,
+        ))
         .with_state(state)
+}
+
+/// `/metrics` alone, for a separate `metrics.addr` listener.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    health::metrics_only(state)
 }
 
 async fn not_found() -> ApiError {
@@ -138,6 +161,13 @@ async fn dispatch(state: AppRef, req: Request) -> Response {
             return unreachable_content(content, e, req.method()).into_response()
         }
     };
+    let kind = endpoint.kind();
+    let mut resp = serve(state, endpoint, req).await;
+    resp.extensions_mut().insert(observe::Route(kind));
+    resp
+}
+
+async fn serve(state: AppRef, endpoint: Endpoint, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let (endpoint, ns) = match route(&state, endpoint, &parts).await {
         Ok(r) => r,

@@ -137,7 +137,8 @@ pub async fn post(app: &AppState, parts: &Parts, body: Body) -> ApiResult {
                 .login(user, password, client_addr(parts))
                 .await
                 .map_err(|e| match e {
-                    AuthError::BadCredentials => unauthorized("invalid user name or password"),
+                    AuthError::BadCredentials => unauthorized("invalid user name or password")
+                        .auth_failure("bad_credentials"),
                     AuthError::Throttled(w) => throttled(w),
                     AuthError::Store(e) => ApiError::internal(&e),
                 })?;

@@ -19,6 +19,10 @@ use serde::Serialize;
 use crate::metadata::{now, rfc3339};
 
 use super::{breathe, Lifecycle, Pace};
+use crate::ops::metrics::GcTotals;
+
+/// The `lifecycle_state` key of the GC totals.
+const TOTALS: &str = "gc.totals";
 
 /// A blob file without a row is never removed before it is this old, whatever the grace:
 /// it covers the moment between a commit's rename and the row that links it.
@@ -68,7 +72,7 @@ impl Lifecycle {
             return self.gc_plan(&opts).await;
         }
         let lease = self.lease("gc", true).await?.expect("waited for the lease");
-        let r = self.gc_locked(&opts).await;
+        let r = self.gc_counted(&opts).await;
         lease.release().await;
         r
     }
@@ -78,9 +82,50 @@ impl Lifecycle {
         let Some(lease) = self.lease("gc", false).await? else {
             return Ok(None);
         };
-        let r = self.gc_locked(&opts).await;
+        let r = self.gc_counted(&opts).await;
         lease.release().await;
         r.map(Some)
+    }
+
+    /// GC runs by every process on this database so far, for `/metrics`.
+    pub async fn gc_totals(&self) -> anyhow::Result<GcTotals> {
+        Ok(self
+            .db
+            .state(TOTALS)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default())
+    }
+
+    /// Runs GC (holding the lease) and adds the run to the totals.
+    async fn gc_counted(&self, opts: &GcOptions) -> anyhow::Result<GcReport> {
+        let started = Instant::now();
+        let r = self.gc_locked(opts).await;
+        let recorded = async {
+            let mut t = self.gc_totals().await?;
+            t.seconds += started.elapsed().as_secs_f64();
+            match &r {
+                Ok(report) => {
+                    t.runs += 1;
+                    t.freed_bytes += report.bytes;
+                    t.blobs += report.blobs + report.orphan_files;
+                    t.last_success = now();
+                }
+                Err(_) => {
+                    t.failures += 1;
+                    t.last_failure = now();
+                }
+            }
+            self.db
+                .set_state(TOTALS, Some(&serde_json::to_string(&t)?))
+                .await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %format!("{e:#}"), "cannot record the GC run in the totals");
+        }
+        r
     }
 
     fn cutoff(&self, opts: &GcOptions) -> (Duration, i64) {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 
 use crate::metadata::gc::GcStore;
 use crate::metadata::lifecycle::LifecycleStore;
@@ -106,6 +105,10 @@ impl Lifecycle {
         &self.settings
     }
 
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     pub fn db(&self) -> &Arc<dyn LifecycleDb> {
         &self.db
     }
@@ -151,17 +154,7 @@ impl Lifecycle {
 
     /// Deletes a blob's bytes: for the metadata store to call under its write lock.
     fn deleter(&self) -> impl Fn(Digest) -> BoxFuture<'static, std::io::Result<()>> + Send + Sync {
-        let storage = self.storage.clone();
-        move |d: Digest| {
-            let s = storage.clone();
-            async move {
-                s.delete(&d)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            }
-            .boxed()
-        }
+        crate::storage::deleter(self.storage.clone())
     }
 }
 
@@ -197,10 +190,15 @@ fn hostname() -> String {
 /// Paces work to at most `per_sec` items a second (0: unpaced).
 /// Leaves SQLite's write lock free for a moment between two of GC's write transactions, so
 /// a push waiting for it gets in first: within the process the writer pool hands the lock on
-/// in order; another process (the server, while `berth gc` runs) tries every millisecond.
+/// in order; another process (the server, while `berth gc` runs) tries every quarter
+/// millisecond (`metadata/busy.rs`). A thread's sleep, not the timer wheel's, which rounds
+/// a sub-millisecond pause up to a millisecond or more.
 pub(crate) async fn breathe() {
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    let _ = tokio::task::spawn_blocking(|| std::thread::sleep(BREATH)).await;
 }
+
+/// How long GC leaves the write lock free between its transactions.
+const BREATH: Duration = Duration::from_micros(600);
 
 pub(crate) struct Pace {
     per_sec: u64,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::metadata::{now, rfc3339};
@@ -167,17 +167,7 @@ impl Lifecycle {
     }
 
     async fn quarantine(&self, digest: &Digest) -> anyhow::Result<()> {
-        let storage = self.storage.clone();
-        let set_aside = move |d: Digest| {
-            let s = storage.clone();
-            async move {
-                s.quarantine(&d)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            }
-            .boxed()
-        };
+        let set_aside = crate::storage::quarantiner(self.storage.clone());
         self.db.quarantine_blob(digest, &set_aside).await?;
         (self.invalidate)();
         Ok(())

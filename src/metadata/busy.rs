@@ -3,8 +3,8 @@
 //!
 //! SQLite's own busy timeout sleeps with a backoff that grows to 100 ms a try, so a push
 //! waiting behind a 5 ms transaction of `berth gc` could sleep 25 ms or more past the
-//! moment the lock came free. This handler tries again every millisecond until the
-//! deadline. Within one process the single writer connection queues waiters in order and
+//! moment the lock came free. This handler tries again every quarter millisecond until
+//! the deadline. Within one process the single writer connection queues waiters in order and
 //! this never runs.
 
 use std::ffi::{c_int, c_void};
@@ -14,7 +14,7 @@ use sqlx::sqlite::SqliteConnection;
 
 /// How long a statement waits for the lock before it fails with `SQLITE_BUSY`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const TRY_EVERY: Duration = Duration::from_millis(1);
+const TRY_EVERY: Duration = Duration::from_micros(250);
 
 extern "C" fn wait_for_lock(_: *mut c_void, tries: c_int) -> c_int {
     // `tries` counts the calls for this one wait; each sleeps TRY_EVERY (or a little more,

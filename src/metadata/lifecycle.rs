@@ -65,6 +65,10 @@ pub trait LifecycleStore: Send + Sync + 'static {
     /// references it; `false` otherwise.
     async fn delete_untagged_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 
+    /// Upload sessions open now.
+    async fn upload_count(&self) -> Result<u64>;
+    /// Takes the write lock and lets it go, writing nothing: the database takes writes.
+    async fn check_writable(&self) -> Result<()>;
     /// How many blobs (not quarantined) come after `after` in digest order, and their bytes.
     async fn blob_totals(&self, after: Option<&str>) -> Result<(u64, u64)>;
     /// A blob's recorded size, if it has a row (quarantined or not).
@@ -224,6 +228,18 @@ impl LifecycleStore for SqliteMetadata {
             .execute(self.writer())
             .await?;
         Ok(())
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        self.write_tx().await?.rollback().await?;
+        Ok(())
+    }
+
+    async fn upload_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads")
+            .fetch_one(self.reader())
+            .await?;
+        Ok(n as u64)
     }
 
     async fn state(&self, key: &str) -> Result<Option<String>> {

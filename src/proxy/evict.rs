@@ -7,10 +7,6 @@
 //! up afterwards finds it missing and fetches it again. A full cache evicts; it never
 //! refuses a pull.
 
-use std::sync::Arc;
-
-use futures::FutureExt;
-
 use crate::metadata::proxy::CachedImage;
 use crate::oci::{Digest, RepoName};
 
@@ -93,17 +89,7 @@ impl Proxy {
     pub async fn evict(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<usize> {
         let meta = &self.inner.meta;
         let gone = meta.evict_manifest(repo, digest).await?;
-        let storage = self.inner.hosted.storage().clone();
-        let delete = move |d: Digest| {
-            let s: Arc<dyn crate::storage::Storage> = storage.clone();
-            async move {
-                s.delete(&d)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            }
-            .boxed()
-        };
+        let delete = crate::storage::deleter(self.inner.hosted.storage().clone());
         Ok(meta.delete_unreferenced(&gone, &delete).await?.len())
     }
 }

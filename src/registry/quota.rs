@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::FutureExt;
-
 use crate::metadata::{MetadataError, Quota};
 use crate::oci::size::human;
 use crate::oci::{Digest, RepoName, UploadId};
@@ -105,17 +103,7 @@ impl Registry {
     /// Removes bytes committed for a push that was then refused, unless something else
     /// links or references the blob (checked under the write lock every link takes).
     pub(super) async fn unstore(&self, digest: &Digest) {
-        let storage = self.storage.clone();
-        let delete = move |d: Digest| {
-            let s = storage.clone();
-            async move {
-                s.delete(&d)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            }
-            .boxed()
-        };
+        let delete = crate::storage::deleter(self.storage.clone());
         if let Err(e) = self
             .meta
             .delete_unreferenced(std::slice::from_ref(digest), &delete)

@@ -164,6 +164,25 @@ fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> 
 
 #[async_trait]
 impl BlobStore for FsStorage {
+    async fn probe(&self) -> Result<()> {
+        // A file written, synced and removed in tmp/, and the blobs directory listed: what
+        // a push and a pull need of the filesystem.
+        let path = self.layout.tmp_file();
+        let written = async {
+            let mut f = fs::File::create(&path).await?;
+            f.write_all(b"berth readiness probe").await?;
+            f.sync_all().await
+        }
+        .await;
+        let _ = fs::remove_file(&path).await;
+        written?;
+        fs::read_dir(self.layout.blobs_dir())
+            .await?
+            .next_entry()
+            .await?;
+        Ok(())
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
         let md = not_found_as_none(fs::metadata(self.layout.blob(digest)).await)?;
         Ok(md.map(|m| m.len()))

@@ -38,6 +38,10 @@ fn once(b: Bytes) -> ByteStream {
 
 #[async_trait]
 impl BlobStore for MemoryStorage {
+    async fn probe(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(self.blobs.lock().get(digest).map(|b| b.len() as u64))
     }

@@ -65,6 +65,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Moves a committed blob out of service, keeping its bytes aside for inspection (scrub
     /// found them corrupt); `false` when it did not exist. Afterwards the blob is absent.
     async fn quarantine(&self, digest: &Digest) -> Result<bool>;
+
+    /// Checks that the store answers and takes writes, without touching any blob (for
+    /// `/readyz`).
+    async fn probe(&self) -> Result<()>;
 }
 
 /// In-progress uploads: invisible to [`BlobStore`] until committed.
@@ -144,6 +148,42 @@ pub enum Committed {
 /// A complete backend: committed blobs and an upload area.
 pub trait Storage: BlobStore + UploadArea {}
 impl<T: BlobStore + UploadArea> Storage for T {}
+
+/// A blob's bytes deleted, as a closure for the metadata store's guarded removals (which
+/// call it under the write lock, once they know nothing links the blob).
+pub fn deleter(
+    storage: std::sync::Arc<dyn Storage>,
+) -> impl Fn(Digest) -> futures::future::BoxFuture<'static, io::Result<()>> + Send + Sync {
+    blob_op(storage, |s, d| Box::pin(async move { s.delete(&d).await }))
+}
+
+/// A blob's bytes moved out of service (scrub found them corrupt), as a closure like
+/// [`deleter`]'s.
+pub fn quarantiner(
+    storage: std::sync::Arc<dyn Storage>,
+) -> impl Fn(Digest) -> futures::future::BoxFuture<'static, io::Result<()>> + Send + Sync {
+    blob_op(storage, |s, d| {
+        Box::pin(async move { s.quarantine(&d).await })
+    })
+}
+
+type BlobOp =
+    fn(std::sync::Arc<dyn Storage>, Digest) -> futures::future::BoxFuture<'static, Result<bool>>;
+
+fn blob_op(
+    storage: std::sync::Arc<dyn Storage>,
+    op: BlobOp,
+) -> impl Fn(Digest) -> futures::future::BoxFuture<'static, io::Result<()>> + Send + Sync {
+    move |d: Digest| {
+        let pending = op(storage.clone(), d);
+        Box::pin(async move {
+            pending
+                .await
+                .map(|_| ())
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+    }
+}
 
 /// Reads a whole blob into memory, refusing any larger than `max` bytes. For manifests only.
 pub async fn read_small(store: &dyn Storage, digest: &Digest, max: u64) -> Result<Bytes> {

@@ -270,6 +270,17 @@ push_refused() {
 }
 check "skopeo push into the mirror is refused (DENIED naming hub); a hosted push works" push_refused
 
+# /metrics after those pulls, parsed by the Prometheus client library's OpenMetrics parser.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    echo "installing: prometheus_client (PyPI)"
+    python3 -m pip install -q prometheus_client 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages prometheus_client
+fi
+metrics_parsed() {
+    python3 "$HERE/metrics_check.py" "$URL" "$ROOT/deploy" hub
+}
+check "/metrics parses as OpenMetrics: cache hits and misses of hub, pulls, storage, process; every name deploy/ uses is exported" metrics_parsed
+
 # ---------------------------------------------------------------------------------------------
 # containerd (ctr) and docker (registry-mirrors)
 

@@ -460,5 +460,9 @@ else
     echo "== tests/clients/gc.sh"
     BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/gc.sh" || GC_RC=$?
 fi
+echo
+echo "== deploy/check.sh (promtool: alert rules, their unit tests, dashboard expressions)"
+DEPLOY_RC=0
+bash "$ROOT/deploy/check.sh" || DEPLOY_RC=$?
 [ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ] &&
-    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ]
+    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ] && [ "$DEPLOY_RC" = 0 ]

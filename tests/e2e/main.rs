@@ -20,6 +20,7 @@ mod cli_users;
 mod gc;
 mod immutable;
 mod lifecycle_util;
+mod ops;
 mod policies;
 mod proxy;
 mod quota;

@@ -47,6 +47,28 @@ pub enum UpstreamError {
 
 pub type Result<T, E = UpstreamError> = std::result::Result<T, E>;
 
+/// How upstream requests fail, for `registry_proxy_upstream_errors_total{kind}`.
+pub const ERROR_KINDS: [&str; 5] = [
+    "rate_limited",
+    "unavailable",
+    "refused",
+    "protocol",
+    "circuit_open",
+];
+
+impl UpstreamError {
+    /// The error's kind in [`ERROR_KINDS`]; `not_found` is an answer, not a failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::NotFound => "not_found",
+            UpstreamError::RateLimited { .. } => "rate_limited",
+            UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::Refused { .. } => "refused",
+            UpstreamError::Protocol(_) => "protocol",
+        }
+    }
+}
+
 /// What a manifest `HEAD` told.
 #[derive(Clone, Debug)]
 pub struct ManifestHead {
@@ -79,6 +101,8 @@ pub struct Upstream {
     tokens: Mutex<HashMap<String, Token>>,
     breaker: Mutex<Breaker>,
     budget: Mutex<Option<RateBudget>>,
+    /// Failed requests by [`ERROR_KINDS`], since the process started.
+    errors: [std::sync::atomic::AtomicU64; ERROR_KINDS.len()],
 }
 
 /// `100;w=21600` -> (100, Some(21600)).
@@ -131,6 +155,7 @@ impl Upstream {
             credentials: cfg.username.clone().zip(password),
             manifest_limit,
             tokens: Mutex::new(HashMap::new()),
+            errors: Default::default(),
             breaker: Mutex::new(Breaker {
                 open_until: None,
                 rate_limited: false,
@@ -300,7 +325,39 @@ impl Upstream {
         accept: Option<&str>,
         repo: &str,
     ) -> Result<Response> {
-        self.check_breaker()?;
+        let count = |kind: &str| {
+            if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+                self.errors[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        if let Err(e) = self.check_breaker() {
+            count("circuit_open");
+            return Err(e);
+        }
+        let r = self.request_once(method, path, accept, repo).await;
+        if let Err(e) = &r {
+            count(e.kind());
+        }
+        r
+    }
+
+    /// Upstream requests that failed since the process started, by [`ERROR_KINDS`].
+    pub fn errors(&self) -> [(&'static str, u64); ERROR_KINDS.len()] {
+        std::array::from_fn(|i| {
+            (
+                ERROR_KINDS[i],
+                self.errors[i].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+
+    async fn request_once(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        repo: &str,
+    ) -> Result<Response> {
         let url = self.url(path)?;
         let default_scope = format!("repository:{repo}:pull");
         let mut auth = self.cached_token(&default_scope);

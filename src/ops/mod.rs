@@ -1,0 +1,6 @@
+//! Operating berth: the metrics registry (`metrics.rs`) and what the process reports about
+//! itself (`process.rs`). Recorded into by the layers above; knows nothing of HTTP routes
+//! or SQL.
+
+pub mod metrics;
+pub mod process;
