@@ -46,6 +46,21 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// The reasons of `container_registry_auth_failures_total`: no credentials where they are
+/// needed, a wrong password or token secret, credentials of the wrong scheme, a bearer token
+/// invalid or revoked, a token without the scope, a permission missing, logins throttled,
+/// and any other 401.
+pub const AUTH_FAILURE_REASONS: [&str; 8] = [
+    "missing_credentials",
+    "bad_credentials",
+    "malformed_credentials",
+    "invalid_token",
+    "insufficient_scope",
+    "denied",
+    "throttled",
+    "unauthorized",
+];
+
 type Durations = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn request_buckets() -> Histogram {
@@ -170,6 +185,15 @@ impl Metrics {
             Unit::Bytes,
             sent_bytes.clone(),
         );
+        // Series with a closed set of label values start at zero, so `rate()` and ratios see
+        // them before the first event.
+        for status in ["success", "failure"] {
+            pulls.get_or_create(&StatusLabels { status }).get();
+            pushes.get_or_create(&StatusLabels { status }).get();
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            auth_failures.get_or_create(&ReasonLabels { reason }).get();
+        }
         let scraped = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(Scraped(scraped.clone())));
         Metrics {
@@ -232,7 +256,9 @@ fn per_upstream(
     ups: &[UpstreamSnapshot],
     value: impl Fn(&UpstreamSnapshot) -> Option<u64>,
 ) -> std::fmt::Result {
-    if ups.iter().all(|u| value(u).is_none()) {
+    // With upstreams the family is declared even while no value is known (no upstream has
+    // sent its budget yet), so dashboards and rules find it.
+    if ups.is_empty() {
         return Ok(());
     }
     let mut m = e.encode_descriptor(name, help, None, kind)?;
