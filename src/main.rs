@@ -132,6 +132,12 @@ fn main() -> ExitCode {
             print!("{}", cfg.to_yaml());
             eprintln!("configuration is valid");
         }),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", berth::config::EXAMPLE);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -344,6 +344,8 @@ pub enum UserCommand {
 pub enum ConfigCommand {
     /// Validate the configuration and print it as it would be used.
     Check(CommonArgs),
+    /// Print a fully commented configuration file with every key and its default.
+    Example,
 }
 
 #[derive(Debug, clap::Args)]

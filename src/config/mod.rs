@@ -16,6 +16,10 @@ pub mod units;
 
 pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
 pub use ops::MetricsConfig;
+
+/// A fully commented configuration file showing every key with its default, printed by
+/// `berth config example`.
+pub const EXAMPLE: &str = include_str!("example.yaml");
 pub use proxy::{On404, ProxyConfig, PullAccess, UpstreamConfig};
 pub use units::{Bytes, Span};
 
@@ -417,6 +421,60 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // `berth config example` shows the defaults: loaded, it is the default configuration;
+    // and each commented-out block, uncommented, is valid too.
+    #[test]
+    fn the_example_is_the_defaults_and_its_examples_are_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.yaml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c, Config::load(None, &Overrides::default()).unwrap());
+        // Uncomment the blocks: `# key:` lines at the start of a line and their `#   ` bodies,
+        // replacing the `key: []` / `key: {}` line above each.
+        let mut text = String::new();
+        for line in EXAMPLE.lines() {
+            let live = line.strip_prefix("# ").filter(|l| {
+                l.starts_with("  ")
+                    || ["upstreams:", "immutable_tags:", "retention:", "quotas:"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+            });
+            let line = live
+                .map(|l| l.to_string())
+                .or_else(|| {
+                    line.strip_prefix("  # ")
+                        .filter(|l| l.starts_with("  "))
+                        .map(|l| format!("  {l}"))
+                })
+                .or_else(|| {
+                    line.strip_prefix("  # upstreams:")
+                        .map(|_| "  upstreams:".to_string())
+                })
+                .unwrap_or_else(|| line.to_string());
+            if [
+                "upstreams: []",
+                "immutable_tags: []",
+                "retention: []",
+                "quotas: {}",
+            ]
+            .iter()
+            .any(|k| line.trim() == *k)
+            {
+                continue;
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(Some(&path), &Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.proxy.upstreams.len(), 1, "{text}");
+        assert_eq!(c.immutable_tags.len(), 1);
+        assert_eq!(c.retention.len(), 1);
+        assert_eq!(c.quotas.len(), 1);
+    }
 
     #[test]
     fn defaults_need_no_file() {
