@@ -1,6 +1,7 @@
-//! Operating berth: the metrics registry (`metrics.rs`) and what the process reports about
-//! itself (`process.rs`). Recorded into by the layers above; knows nothing of HTTP routes
+//! Operating berth: the events pushes, pulls and admin changes raise (`events.rs`), the
+//! metrics registry (`metrics.rs`) and what the process reports about itself (`process.rs`). Recorded into by the layers above; knows nothing of HTTP routes
 //! or SQL.
 
+pub mod events;
 pub mod metrics;
 pub mod process;
