@@ -16,6 +16,8 @@
 #   SKIP_AUTH=1            do not run tests/clients/auth.sh (access control: logins, tokens, TLS)
 #   SKIP_PROXY=1           do not run tests/clients/proxy.sh (the pull-through cache)
 #   SKIP_GC=1              do not run tests/clients/gc.sh (GC under load, scrub)
+#   SKIP_PACKAGE=1         do not run tests/clients/package.sh (container image, systemd unit,
+#                          Kubernetes manifests)
 #   BIG_BLOB_MB=1024       size of the large blob round trip, in MiB
 #
 # Needs root on a fresh machine only to apt-get install missing tools.
@@ -460,9 +462,19 @@ else
     echo "== tests/clients/gc.sh"
     BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/gc.sh" || GC_RC=$?
 fi
+# Packaging (the container image built and run with podman, the systemd unit, the Kubernetes
+# manifests): a separate script with its own podman storage and containers.
+PACKAGE_RC=0
+if [ "${SKIP_PACKAGE:-0}" = 1 ]; then
+    echo "SKIP: packaging checks (SKIP_PACKAGE=1 given)"
+else
+    echo
+    echo "== tests/clients/package.sh"
+    BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/package.sh" || PACKAGE_RC=$?
+fi
 echo
 echo "== deploy/check.sh (promtool: alert rules, their unit tests, dashboard expressions)"
 DEPLOY_RC=0
 bash "$ROOT/deploy/check.sh" || DEPLOY_RC=$?
 [ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ] &&
-    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ] && [ "$DEPLOY_RC" = 0 ]
+    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ] && [ "$PACKAGE_RC" = 0 ] && [ "$DEPLOY_RC" = 0 ]
