@@ -470,7 +470,8 @@ if [ "${SKIP_PACKAGE:-0}" = 1 ]; then
 else
     echo
     echo "== tests/clients/package.sh"
-    BERTH=$BERTH KEEP=${KEEP:-0} bash "$HERE/package.sh" || PACKAGE_RC=$?
+    BERTH=$BERTH KEEP=${KEEP:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} bash "$HERE/package.sh" ||
+        PACKAGE_RC=$?
 fi
 echo
 echo "== deploy/check.sh (promtool: alert rules, their unit tests, dashboard expressions)"
