@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use berth::cli::{
-    access, cache, health, lifecycle, policy, usage, Cli, Command, ConfigCommand, RetentionCommand,
+    access, audit, cache, health, lifecycle, policy, usage, Cli, Command, ConfigCommand,
+    RetentionCommand,
 };
 use berth::config::{Config, LogFormat};
 use berth::server::{self, App};
@@ -103,6 +104,25 @@ fn main() -> ExitCode {
                 },
         } => run_command(lifecycle::retention(&common, dry_run, json)),
         Command::Policy { command } => run_command(policy::run(command)),
+        Command::Audit {
+            repo,
+            actor,
+            action,
+            since,
+            limit,
+            json,
+            common,
+        } => run_command(audit::show(
+            &common,
+            audit::Filter {
+                repo,
+                actor,
+                action,
+                since,
+                limit,
+            },
+            json,
+        )),
         Command::Health {
             url,
             timeout,

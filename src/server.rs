@@ -23,6 +23,8 @@ use crate::lifecycle::Lifecycle;
 use crate::metadata::cached::CachedMetadata;
 use crate::metadata::cached_access::CachedAccess;
 use crate::metadata::sqlite::SqliteMetadata;
+use crate::ops::audit::AuditLog;
+use crate::ops::events::{Events, Sink};
 use crate::proxy::Proxy;
 use crate::registry::{Policy, Registry, Service};
 use crate::storage::fs::FsStorage;
@@ -40,6 +42,8 @@ pub struct App {
     state: Arc<AppState>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
     access: Arc<CachedAccess<SqliteMetadata>>,
+    /// The audit log's writer and how long its entries are kept.
+    audit: Option<(Arc<AuditLog>, Duration)>,
     /// Held for the server's lifetime: one server per data dir.
     _lock: std::fs::File,
 }
@@ -111,6 +115,10 @@ pub struct Services {
     pub lifecycle: Lifecycle,
     /// Immutable tags, retention and quotas in force (config, or set in the database).
     pub policies: Policies,
+    /// Where pushes, pulls, deletes, logins and admin changes are reported.
+    pub events: Events,
+    /// The audit log's writer, when enabled.
+    pub audit: Option<Arc<AuditLog>>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
 }
 
@@ -173,13 +181,20 @@ impl Services {
         )
         .await
         .context("cannot apply the lifecycle policies")?;
+        let audit = cfg.audit.enabled.then(|| AuditLog::new(sqlite.clone()));
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        if let Some(a) = &audit {
+            sinks.push(a.clone());
+        }
+        let events = Events::new(sinks);
         let cache = meta.clone();
         let lifecycle = Lifecycle::new(
             sqlite.clone(),
             registry.clone(),
             settings,
             Arc::new(move || cache.clear()),
-        );
+        )
+        .with_events(events.clone());
         Ok(Services {
             registry,
             proxy,
@@ -187,6 +202,8 @@ impl Services {
             meta,
             lifecycle,
             policies,
+            events,
+            audit,
         })
     }
 
@@ -198,9 +215,20 @@ impl Services {
         if let Some(p) = &self.proxy {
             p.flush_stats().await;
         }
+        if let Some(a) = &self.audit {
+            if let Err(e) = a.flush().await {
+                tracing::warn!(error = %e, "cannot write the audit log");
+            }
+        }
     }
 
+    /// Writes the events still queued, then closes the database.
     pub async fn close(&self) {
+        if let Some(a) = &self.audit {
+            if let Err(e) = a.flush().await {
+                tracing::warn!(error = %e, "cannot write the audit log");
+            }
+        }
         self.meta.inner().close().await;
     }
 
@@ -224,6 +252,8 @@ impl App {
             meta,
             lifecycle,
             policies,
+            events,
+            audit,
         } = Services::open(cfg).await?;
         let fixed = registry
             .reconcile_uploads()
@@ -260,6 +290,8 @@ impl App {
                 data_dir: cfg.data_dir.clone(),
                 probing: Default::default(),
             },
+            events,
+            audit: meta.inner().clone(),
         });
         Ok(App {
             registry,
@@ -270,6 +302,7 @@ impl App {
             state,
             meta,
             access,
+            audit: audit.map(|a| (a, cfg.audit.keep.0)),
             _lock: lock,
         })
     }
@@ -301,6 +334,12 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
+    // Writers of what requests queue stop only after the last request.
+    let writers = CancellationToken::new();
+    let mut writer_tasks = Vec::new();
+    if let Some((audit, _)) = &app.audit {
+        writer_tasks.push(tokio::spawn(audit.clone().run(writers.clone())));
+    }
     let mut background = vec![
         tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone())),
         tokio::spawn(app.access.clone().watch(cancel.clone())),
@@ -318,6 +357,9 @@ pub async fn run_with(
     }
     if let Some(p) = &app.proxy {
         background.push(tokio::spawn(p.clone().run(cancel.clone())));
+    }
+    if let Some((audit, keep)) = &app.audit {
+        background.push(tokio::spawn(audit.clone().prune(*keep, cancel.clone())));
     }
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
@@ -352,6 +394,11 @@ pub async fn run_with(
     };
     cancel.cancel();
     for task in background {
+        let _ = task.await;
+    }
+    // Requests have finished: write the audit entries they queued.
+    writers.cancel();
+    for task in writer_tasks {
         let _ = task.await;
     }
     app.meta.inner().close().await;

@@ -11,6 +11,7 @@ use crate::auth::{UserName, Users};
 use crate::config::Config;
 use crate::metadata::rfc3339;
 use crate::metadata::sqlite::SqliteMetadata;
+use crate::ops::events::{Action, Event};
 
 use super::{MemberCommand, NamespaceCommand, TokenCommand, UserCommand};
 
@@ -142,10 +143,19 @@ pub async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             expires,
             common,
         } => {
-            let tokens = AccessTokens::new(open_meta(&common.load()?).await?);
+            let cfg = common.load()?;
+            let meta = open_meta(&cfg).await?;
+            let tokens = AccessTokens::new(meta.clone());
             let (rec, secret) = tokens
                 .create(&namespace, &name, &access, expires.map(Into::into))
                 .await?;
+            super::audit::record(
+                &cfg,
+                meta.as_ref(),
+                Event::new(Action::TokenCreate, "token", super::audit::actor())
+                    .detail(format!("token {namespace}/{name} with {access} access")),
+            )
+            .await?;
             println!(
                 "created token {name} in {namespace} with {access} access{}",
                 rec.expires_at
@@ -184,8 +194,18 @@ pub async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             namespace,
             common,
         } => {
-            let tokens = AccessTokens::new(open_meta(&common.load()?).await?);
-            tokens.revoke(&namespace, &name).await?;
+            let cfg = common.load()?;
+            let meta = open_meta(&cfg).await?;
+            AccessTokens::new(meta.clone())
+                .revoke(&namespace, &name)
+                .await?;
+            super::audit::record(
+                &cfg,
+                meta.as_ref(),
+                Event::new(Action::TokenRevoke, "token", super::audit::actor())
+                    .detail(format!("token {namespace}/{name}")),
+            )
+            .await?;
             println!("revoked token {name} in {namespace}");
         }
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod access;
+pub mod audit;
 pub mod cache;
 pub mod health;
 pub mod lifecycle;
@@ -93,8 +94,30 @@ pub enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
-    /// Re-hash every stored blob; quarantine and report those whose bytes no longer match
-    /// their digest. Exits 1 when it finds any (works while the server runs; resumable).
+    /// Show the audit log, newest last: pushes, manifest pulls, deletes, logins, token and
+    /// policy changes, quota refusals, GC runs (works while the server runs).
+    Audit {
+        /// Only entries for this repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only entries by this actor (a user name, `token NS/NAME`, `anonymous`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (push, pull, delete, login, token.create, token.revoke, policy,
+        /// quota, gc).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries this recent (e.g. 24h, 7d).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<Span>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Ask the running server whether it is ready (its `/readyz`): exit 0 when it is, 1
     /// when not or when it does not answer. For scripts and container health checks.
     Health {
@@ -107,6 +130,8 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Re-hash every stored blob; quarantine and report those whose bytes no longer match
+    /// their digest. Exits 1 when it finds any (works while the server runs; resumable).
     Scrub {
         /// Read at most this many MB (10^6 bytes) per second.
         #[arg(long, value_name = "MB/s")]

@@ -41,12 +41,9 @@ pub enum PolicyCommand {
     },
 }
 
-fn actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
-}
+use crate::ops::events::{Action, Event};
+
+use super::audit::actor;
 
 pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
@@ -115,6 +112,12 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             };
             let services = Services::open(&common.load()?).await?;
             let r = services.policies.set(kind, &value, &actor()).await;
+            if r.is_ok() {
+                services.events.emit(
+                    Event::new(Action::Policy, "policy", actor())
+                        .detail(format!("{} set", kind.name())),
+                );
+            }
             services.close().await;
             r?;
             println!(
@@ -127,6 +130,12 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
             let services = Services::open(&common.load()?).await?;
             let r = services.policies.reset(kind, &actor()).await;
+            if r.is_ok() {
+                services.events.emit(
+                    Event::new(Action::Policy, "policy", actor())
+                        .detail(format!("{} reset to the config's", kind.name())),
+                );
+            }
             services.close().await;
             r?;
             println!("{} reset: the config's applies", kind.name());

@@ -15,7 +15,7 @@ pub mod proxy;
 pub mod units;
 
 pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
-pub use ops::MetricsConfig;
+pub use ops::{AuditConfig, MetricsConfig};
 
 /// A fully commented configuration file showing every key with its default, printed by
 /// `berth config example`.
@@ -48,6 +48,8 @@ pub struct Config {
     pub quotas: std::collections::BTreeMap<String, Bytes>,
     /// Where `/metrics` is served.
     pub metrics: MetricsConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -217,6 +219,7 @@ impl Default for Config {
             retention: Vec::new(),
             quotas: Default::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

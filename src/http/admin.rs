@@ -23,6 +23,9 @@ use crate::config::AuthMode;
 use crate::metadata::access::{MemberRecord, NamespaceRecord, TokenRecord};
 use crate::metadata::{now, rfc3339};
 
+use crate::ops::events::{Action, Event};
+
+use super::admin_audit::Origin;
 use super::auth::{credentials, BearerRejection, Credentials};
 use super::error::{ApiError, ApiResult, Code};
 use super::{json_response, AppState};
@@ -36,6 +39,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(super::admin_cache::routes())
         .merge(super::admin_lifecycle::routes())
         .merge(super::admin_policies::routes())
+        .merge(super::admin_audit::routes())
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{name}", delete(delete_user))
@@ -427,6 +431,7 @@ struct NewToken {
 async fn create_token(
     State(app): AppRef,
     c: Caller,
+    origin: Origin,
     Path(ns): Path<String>,
     body: Body,
 ) -> ApiResult {
@@ -440,6 +445,12 @@ async fn create_token(
         })
         .transpose()?;
     let (rec, secret) = app.tokens.create(&ns, &t.name, &t.access, lifetime).await?;
+    origin.report(
+        &app,
+        &c,
+        Event::new(Action::TokenCreate, "token", "")
+            .detail(format!("token {ns}/{} with {} access", t.name, t.access)),
+    );
     let mut v = token_json(&rec);
     v["secret"] = json!(secret);
     Ok(ok(StatusCode::CREATED, v))
@@ -448,9 +459,15 @@ async fn create_token(
 async fn revoke_token(
     State(app): AppRef,
     c: Caller,
+    origin: Origin,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult {
     c.require_manager(&app, &ns).await?;
     app.tokens.revoke(&ns, &name).await?;
+    origin.report(
+        &app,
+        &c,
+        Event::new(Action::TokenRevoke, "token", "").detail(format!("token {ns}/{name}")),
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -26,7 +26,10 @@ use serde_json::Value;
 
 use crate::lifecycle::policies::{Kind, PolicyError};
 
+use crate::ops::events::{Action, Event};
+
 use super::admin::{invalid, not_found, ok, read_json, Caller};
+use super::admin_audit::Origin;
 use super::error::{ApiError, ApiResult};
 use super::AppState;
 
@@ -63,6 +66,7 @@ async fn show(State(app): AppRef, caller: Caller, Path(name): Path<String>) -> A
 async fn set(
     State(app): AppRef,
     caller: Caller,
+    origin: Origin,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
@@ -79,12 +83,18 @@ async fn set(
         by = caller.actor(),
         "lifecycle policy set"
     );
+    origin.report(
+        &app,
+        &caller,
+        Event::new(Action::Policy, "policy", "").detail(format!("{} set", k.name())),
+    );
     Ok(ok(StatusCode::OK, view))
 }
 
 async fn reset(
     State(app): AppRef,
     caller: Caller,
+    origin: Origin,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
@@ -98,6 +108,12 @@ async fn reset(
         policy = k.name(),
         by = caller.actor(),
         "lifecycle policy reset to the config's"
+    );
+    origin.report(
+        &app,
+        &caller,
+        Event::new(Action::Policy, "policy", "")
+            .detail(format!("{} reset to the config's", k.name())),
     );
     Ok(ok(StatusCode::OK, view))
 }

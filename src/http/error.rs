@@ -106,6 +106,15 @@ pub struct ApiError {
 #[derive(Clone, Copy, Debug)]
 pub struct AuthFailure(pub &'static str);
 
+/// A response extension on every error answer: its code and message, for the audit log.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+    /// Refused by a namespace's storage quota.
+    pub quota: bool,
+}
+
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
@@ -246,6 +255,12 @@ impl From<crate::metadata::MetadataError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let failure = Failure {
+            code: self.code.as_str(),
+            quota: self.code == Code::Denied
+                && self.message.contains(crate::registry::quota::REFUSAL),
+            message: self.message.clone(),
+        };
         let mut err = json!({ "code": self.code.as_str(), "message": self.message });
         if let Some(d) = self.detail {
             err["detail"] = d;
@@ -267,6 +282,7 @@ impl IntoResponse for ApiError {
         if let Some(r) = reason {
             resp.extensions_mut().insert(AuthFailure(r));
         }
+        resp.extensions_mut().insert(failure);
         resp
     }
 }

@@ -22,6 +22,7 @@ use crate::registry::Service;
 use crate::storage::ByteStream;
 
 mod admin;
+mod admin_audit;
 mod admin_cache;
 mod admin_lifecycle;
 mod admin_policies;
@@ -32,6 +33,7 @@ mod discovery;
 mod early;
 pub mod endpoint;
 pub mod error;
+mod events;
 mod health;
 mod manifests;
 pub mod observe;
@@ -70,6 +72,11 @@ pub struct AppState {
     pub policies: crate::lifecycle::policies::Policies,
     /// Metrics and health.
     pub ops: Ops,
+    /// Where pushes, pulls, deletes, logins and admin changes are reported (the audit log,
+    /// webhooks).
+    pub events: crate::ops::events::Events,
+    /// The audit log, for its admin API.
+    pub audit: Arc<dyn crate::metadata::audit::AuditStore>,
 }
 
 /// What `/metrics`, `/healthz` and `/readyz` need.
@@ -134,16 +141,25 @@ fn method_not_allowed() -> ApiError {
 
 async fn token_get(State(app): AppRef, req: Request) -> Response {
     let (parts, _) = req.into_parts();
-    token::get(&app, &parts)
+    let resp = token::get(&app, &parts)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(e) = events::token_login(&parts, &resp, None) {
+        app.events.emit(e);
+    }
+    resp
 }
 
 async fn token_post(State(app): AppRef, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    token::post(&app, &parts, body)
+    let mut claimed = None;
+    let resp = token::post(&app, &parts, body, &mut claimed)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(e) = events::token_login(&parts, &resp, claimed) {
+        app.events.emit(e);
+    }
+    resp
 }
 
 async fn dispatch(state: AppRef, req: Request) -> Response {
@@ -173,16 +189,27 @@ async fn serve(state: AppRef, endpoint: Endpoint, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let access = match state.gate.admit(&parts, &endpoint).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
+    let pending = if state.events.enabled() {
+        events::classify(&endpoint, &parts)
+    } else {
+        None
     };
-    let subject = access.principal().map(|p| Subject(p.describe()));
-    let mut resp = handle(state, endpoint, parts, body, access)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    if let Some(s) = subject {
-        resp.extensions_mut().insert(s);
+    let sink = state.events.clone();
+    let (mut resp, principal) = match state.gate.admit(&parts, &endpoint).await {
+        Err(e) => (e.into_response(), None),
+        Ok(access) => {
+            let principal = access.principal().cloned();
+            let resp = handle(state, endpoint, parts, body, access)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            (resp, principal)
+        }
+    };
+    if let Some(e) = pending.and_then(|p| events::finish(p, &resp, principal.as_ref())) {
+        sink.emit(e);
+    }
+    if let Some(p) = principal {
+        resp.extensions_mut().insert(Subject(p.describe()));
     }
     if let Some(ns) = ns.and_then(|n| HeaderValue::from_str(&n).ok()) {
         // spec: "Registry Proxying": a registry that uses `ns` SHOULD echo it.

@@ -88,10 +88,12 @@ async fn issue(
         body.insert("refresh_token".into(), json!(r));
     }
     tracing::debug!(subject = %id.principal.describe(), scope = %granted, "issued a token");
-    Ok(json_response(
-        StatusCode::OK,
-        Value::Object(body).to_string(),
-    ))
+    let mut resp = json_response(StatusCode::OK, Value::Object(body).to_string());
+    if !id.principal.is_anonymous() {
+        resp.extensions_mut()
+            .insert(super::Subject(id.principal.describe()));
+    }
+    Ok(resp)
 }
 
 fn refresh_for(signer: &Signer, id: &Identity) -> ApiResult<Option<String>> {
@@ -117,7 +119,13 @@ pub async fn get(app: &AppState, parts: &Parts) -> ApiResult {
     issue(app, signer, &id, &q, "scope", refresh, false).await
 }
 
-pub async fn post(app: &AppState, parts: &Parts, body: Body) -> ApiResult {
+/// `claimed` is set to the user name a password grant names (for the audit log).
+pub async fn post(
+    app: &AppState,
+    parts: &Parts,
+    body: Body,
+    claimed: &mut Option<String>,
+) -> ApiResult {
     let signer = signer(app)?;
     let bytes = axum::body::to_bytes(body, MAX_FORM)
         .await
@@ -131,6 +139,7 @@ pub async fn post(app: &AppState, parts: &Parts, body: Body) -> ApiResult {
                     "the password grant needs username and password",
                 ));
             };
+            *claimed = Some(user.to_string());
             let id = app
                 .gate
                 .authn
@@ -150,6 +159,7 @@ pub async fn post(app: &AppState, parts: &Parts, body: Body) -> ApiResult {
             (id, refresh)
         }
         Some("refresh_token") => {
+            *claimed = Some("anonymous".into());
             let Some(token) = form.get("refresh_token") else {
                 return Err(bad_request("the refresh_token grant needs refresh_token"));
             };

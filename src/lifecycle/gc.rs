@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::metadata::{now, rfc3339};
 
 use super::{breathe, Lifecycle, Pace};
+use crate::ops::events::{Action, Event};
 use crate::ops::metrics::GcTotals;
 
 /// The `lifecycle_state` key of the GC totals.
@@ -125,6 +126,14 @@ impl Lifecycle {
         if let Err(e) = recorded {
             tracing::warn!(error = %format!("{e:#}"), "cannot record the GC run in the totals");
         }
+        let event = Event::new(Action::Gc, "registry", "gc");
+        self.events.emit(match &r {
+            Ok(g) => event.detail(format!(
+                "removed {} blobs ({} manifests, {} bytes), {} links, {} orphan files, {} uploads",
+                g.blobs, g.manifests, g.bytes, g.links, g.orphan_files, g.uploads
+            )),
+            Err(e) => event.failed(format!("{e:#}")),
+        });
         r
     }
 

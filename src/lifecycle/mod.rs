@@ -72,6 +72,8 @@ pub struct Lifecycle {
     settings: Settings,
     invalidate: Invalidate,
     holder: String,
+    /// Where GC runs and retention deletions are reported (the audit log, webhooks).
+    events: crate::ops::events::Events,
 }
 
 /// A lease's lifetime; its holder renews it at a third of that while it works, so a killed
@@ -98,7 +100,14 @@ impl Lifecycle {
             settings,
             invalidate,
             holder,
+            events: Default::default(),
         }
+    }
+
+    /// Reports GC runs and retention deletions to `events`.
+    pub fn with_events(mut self, events: crate::ops::events::Events) -> Self {
+        self.events = events;
+        self
     }
 
     pub fn settings(&self) -> &Settings {

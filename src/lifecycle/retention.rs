@@ -287,11 +287,25 @@ impl Lifecycle {
         }
         report.seconds = started.elapsed().as_secs_f64();
         if !dry_run {
+            use crate::ops::events::{Action, Event};
             for d in &report.tags {
                 tracing::info!(repository = %d.repository, tag = %d.tag, digest = %d.digest, reason = %d.reason, "retention deleted a tag");
+                self.events.emit(
+                    Event::new(Action::Delete, "tag", "retention")
+                        .repo(&d.repository)
+                        .reference(Some(d.tag.clone()))
+                        .digest(Some(d.digest.clone()))
+                        .detail(&d.reason),
+                );
             }
             for d in &report.manifests {
                 tracing::info!(repository = %d.repository, digest = %d.digest, reason = %d.reason, "retention deleted a manifest");
+                self.events.emit(
+                    Event::new(Action::Delete, "manifest", "retention")
+                        .repo(&d.repository)
+                        .digest(Some(d.digest.clone()))
+                        .detail(&d.reason),
+                );
             }
         }
         Ok(report)

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
 pub mod access;
+pub mod audit;
 mod busy;
 pub mod cached;
 pub mod cached_access;

@@ -42,10 +42,13 @@ pub fn namespace(repo: &RepoName) -> &str {
     repo.as_str().split('/').next().unwrap_or_default()
 }
 
+/// What every quota refusal's message says (the audit log tells refusals apart by it).
+pub const REFUSAL: &str = "is over its storage quota";
+
 /// The `403 DENIED` a refused push gets.
 pub fn refusal(namespace: &str, limit: u64, used: u64, size: u64) -> RegistryError {
     RegistryError::Denied(format!(
-        "namespace {namespace} is over its storage quota: quota {}, used {}, this blob {}",
+        "namespace {namespace} {REFUSAL}: quota {}, used {}, this blob {}",
         human(limit),
         human(used),
         human(size)

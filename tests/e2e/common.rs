@@ -755,3 +755,14 @@ pub fn spawn_serve(args: &[&str]) -> (ServeProcess, String) {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (ServeProcess(server), format!("http://{addr}"))
 }
+
+/// Sends a request whose answer is JSON (or empty: `null`); returns its status and body.
+pub async fn send_json(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap();
+    if body.is_empty() {
+        return (status, Value::Null);
+    }
+    (status, serde_json::from_slice(&body).expect("a JSON body"))
+}

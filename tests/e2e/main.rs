@@ -11,6 +11,7 @@ mod api_delete;
 mod api_discovery;
 mod api_manifests;
 mod api_uploads;
+mod audit;
 mod auth_matrix;
 mod auth_tokens;
 mod cli_access;

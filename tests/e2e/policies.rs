@@ -11,12 +11,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-async fn send_json(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
-}
-
 async fn policy(s: &TestServer, kind: &str) -> Value {
     let (status, v) = send_json(s.get(&format!("/api/v1/policies/{kind}"))).await;
     assert_eq!(status, StatusCode::OK, "{v}");

@@ -1,0 +1,179 @@
+//! The audit log's writer: a [`Sink`] that queues events in memory and writes them to the
+//! metadata store in batches (every 250 ms, or sooner once 512 are waiting), so no request
+//! waits for a database write. Entries older than the configured age are removed hourly.
+//!
+//! What a crash can lose: the events of the last batch interval (at most 250 ms) that were
+//! not yet written. A store that refuses a batch is retried; the queue holds at most
+//! [`QUEUE_MAX`] events, beyond which new ones are dropped and counted, never blocking a
+//! request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{now_ms, Event, Sink};
+use crate::metadata::audit::AuditStore;
+
+/// Events waiting beyond this many are dropped (and counted) rather than held.
+pub const QUEUE_MAX: usize = 100_000;
+const BATCH: usize = 512;
+const INTERVAL: Duration = Duration::from_millis(250);
+
+pub struct AuditLog {
+    store: Arc<dyn AuditStore>,
+    queue: Mutex<Vec<Arc<Event>>>,
+    wake: Notify,
+    /// Serialises writers (the background task and `flush`), keeping rows in order.
+    writing: tokio::sync::Mutex<()>,
+    dropped: AtomicU64,
+    written: AtomicU64,
+}
+
+impl AuditLog {
+    pub fn new(store: Arc<dyn AuditStore>) -> Arc<AuditLog> {
+        Arc::new(AuditLog {
+            store,
+            queue: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        })
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events written so far by this process.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything queued now. On a store error the events go back to the queue's
+    /// front, to be written by the next flush.
+    pub async fn flush(&self) -> crate::metadata::Result<()> {
+        let _w = self.writing.lock().await;
+        loop {
+            let batch: Vec<Arc<Event>> = {
+                let mut q = self.queue.lock().expect("audit queue");
+                let n = q.len().min(BATCH * 8);
+                q.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if let Err(e) = self.store.append_audit(&batch).await {
+                let mut q = self.queue.lock().expect("audit queue");
+                let rest = std::mem::take(&mut *q);
+                *q = batch;
+                q.extend(rest);
+                return Err(e);
+            }
+            self.written
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes queued events until `cancel`, then once more.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut failing = false;
+        loop {
+            let stop = tokio::select! {
+                _ = cancel.cancelled() => true,
+                _ = self.wake.notified() => false,
+                _ = tokio::time::sleep(INTERVAL) => false,
+            };
+            match self.flush().await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot write the audit log; retrying");
+                }
+                Err(_) => {}
+            }
+            if stop {
+                return;
+            }
+            if failing {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Removes entries older than `keep`, hourly, until `cancel`.
+    pub async fn prune(self: Arc<Self>, keep: Duration, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = now_ms() - keep.as_millis() as i64;
+            let mut removed = 0;
+            loop {
+                match self.store.prune_audit(before, 5000).await {
+                    Ok(n) => {
+                        removed += n;
+                        if n < 5000 {
+                            break;
+                        }
+                        // Let requests waiting for the write lock in between.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot prune the audit log");
+                        break;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(removed, "pruned old audit log entries");
+            }
+        }
+    }
+}
+
+impl Sink for AuditLog {
+    fn record(&self, event: &Arc<Event>) {
+        let len = {
+            let mut q = self.queue.lock().expect("audit queue");
+            if q.len() >= QUEUE_MAX {
+                drop(q);
+                if self.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+                    tracing::error!("the audit log queue is full; dropping entries");
+                }
+                return;
+            }
+            q.push(event.clone());
+            q.len()
+        };
+        if len >= BATCH {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// An entry as the admin API and `berth audit --json` show it.
+pub fn entry_json(e: &Event) -> serde_json::Value {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(e.time_ms.max(0) as u64);
+    serde_json::json!({
+        "id": e.id,
+        "time": humantime::format_rfc3339_millis(at).to_string(),
+        "action": e.action,
+        "target": e.target,
+        "actor": e.actor,
+        "addr": e.addr,
+        "repository": e.repo,
+        "reference": e.reference,
+        "digest": e.digest,
+        "success": e.success,
+        "status": e.status,
+        "detail": e.detail,
+        "request_id": e.request.as_ref().map(|r| r.id.as_str()),
+    })
+}
