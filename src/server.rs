@@ -25,6 +25,7 @@ use crate::metadata::cached_access::CachedAccess;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::ops::audit::AuditLog;
 use crate::ops::events::{Events, Sink};
+use crate::ops::ratelimit::RateLimits;
 use crate::proxy::Proxy;
 use crate::registry::{Policy, Registry, Service};
 use crate::storage::fs::FsStorage;
@@ -292,6 +293,8 @@ impl App {
             },
             events,
             audit: meta.inner().clone(),
+            rate_limits: Some(Arc::new(RateLimits::from_config(&cfg.rate_limit)?))
+                .filter(|l| l.enabled()),
         });
         Ok(App {
             registry,
@@ -478,13 +481,19 @@ async fn scheduled_lifecycle(lifecycle: Lifecycle, every: Duration, cancel: Canc
     }
 }
 
-/// Logs login blocks that ended and forgets quiet throttle entries.
+/// Logs login blocks that ended and forgets quiet throttle entries and full rate-limit
+/// buckets.
 async fn sweep_throttle(state: Arc<AppState>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => state.gate.authn.sweep_throttle(),
+            _ = tick.tick() => {
+                state.gate.authn.sweep_throttle();
+                if let Some(l) = &state.rate_limits {
+                    l.sweep();
+                }
+            }
         }
     }
 }

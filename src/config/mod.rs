@@ -15,7 +15,7 @@ pub mod proxy;
 pub mod units;
 
 pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
-pub use ops::{AuditConfig, MetricsConfig};
+pub use ops::{AuditConfig, MetricsConfig, Rate, RateLimitConfig, RateLimitRule};
 
 /// A fully commented configuration file showing every key with its default, printed by
 /// `berth config example`.
@@ -50,6 +50,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Request rates per client.
+    pub rate_limit: RateLimitConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -220,6 +222,7 @@ impl Default for Config {
             quotas: Default::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

@@ -37,6 +37,7 @@ mod events;
 mod health;
 mod manifests;
 pub mod observe;
+mod ratelimit;
 mod token;
 mod uploads;
 
@@ -77,6 +78,8 @@ pub struct AppState {
     pub events: crate::ops::events::Events,
     /// The audit log, for its admin API.
     pub audit: Arc<dyn crate::metadata::audit::AuditStore>,
+    /// Request rates per client, when any limit is configured.
+    pub rate_limits: Option<Arc<crate::ops::ratelimit::RateLimits>>,
 }
 
 /// What `/metrics`, `/healthz` and `/readyz` need.
@@ -199,9 +202,20 @@ async fn serve(state: AppRef, endpoint: Endpoint, req: Request) -> Response {
         Err(e) => (e.into_response(), None),
         Ok(access) => {
             let principal = access.principal().cloned();
-            let resp = handle(state, endpoint, parts, body, access)
-                .await
-                .unwrap_or_else(IntoResponse::into_response);
+            let limited = match &state.rate_limits {
+                Some(l) => ratelimit::check(l, &endpoint, &parts, principal.as_ref()),
+                None => Ok(Vec::new()),
+            };
+            let resp = match limited {
+                Err(e) => e.into_response(),
+                Ok(headers) => {
+                    let mut resp = handle(state, endpoint, parts, body, access)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response);
+                    resp.headers_mut().extend(headers);
+                    resp
+                }
+            };
             (resp, principal)
         }
     };

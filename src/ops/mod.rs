@@ -1,9 +1,10 @@
 //! Operating berth: the events pushes, pulls and admin changes raise (`events.rs`), the audit
-//! log that records them (`audit.rs`), the metrics registry (`metrics.rs`) and what the
-//! process reports about itself (`process.rs`). Recorded into by the layers above; knows
+//! log that records them (`audit.rs`), the metrics registry (`metrics.rs`), rate limits
+//! (`ratelimit.rs`) and what the process reports about itself (`process.rs`). Recorded into by the layers above; knows
 //! nothing of HTTP routes or SQL.
 
 pub mod audit;
 pub mod events;
 pub mod metrics;
 pub mod process;
+pub mod ratelimit;

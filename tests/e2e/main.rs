@@ -25,6 +25,7 @@ mod ops;
 mod policies;
 mod proxy;
 mod quota;
+mod ratelimit;
 mod relay;
 mod restart;
 mod retention;
