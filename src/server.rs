@@ -287,6 +287,7 @@ impl App {
             policies: policies.clone(),
             ops: http::Ops {
                 metrics: Arc::new(crate::ops::metrics::Metrics::new()),
+                recording: cfg.metrics.enabled,
                 metrics_on_main_port: cfg.metrics.enabled && cfg.metrics.addr.is_none(),
                 data_dir: cfg.data_dir.clone(),
                 probing: Default::default(),

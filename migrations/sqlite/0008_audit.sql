@@ -1,8 +1,9 @@
 -- The audit log: one row per push, manifest pull, delete, login, token change, policy change,
 -- quota refusal, GC run and retention deletion. Written in batches; rows older than
--- `audit.keep` are removed. Actors are names, never credentials.
+-- `audit.keep` are removed. Actors are names, never credentials. Two indexes only (time, and
+-- repository and time): every index is paid for on each pull.
 CREATE TABLE audit_log (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq        INTEGER PRIMARY KEY,
     id         TEXT NOT NULL,
     time_ms    INTEGER NOT NULL,
     action     TEXT NOT NULL,
@@ -19,4 +20,3 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_time ON audit_log (time_ms);
 CREATE INDEX audit_log_repo ON audit_log (repo, time_ms);
-CREATE INDEX audit_log_actor ON audit_log (actor, time_ms);

@@ -85,6 +85,8 @@ pub struct AppState {
 /// What `/metrics`, `/healthz` and `/readyz` need.
 pub struct Ops {
     pub metrics: Arc<crate::ops::metrics::Metrics>,
+    /// Requests are counted and timed (`metrics.enabled`).
+    pub recording: bool,
     /// `/metrics` is served on the main port (else only on `metrics.addr`).
     pub metrics_on_main_port: bool,
     /// The data dir, whose filesystem `/metrics` reports and `/readyz` checks.
@@ -106,7 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn(early::finish_request_body))
         .layer(axum::middleware::from_fn_with_state(
-            state.ops.metrics.clone(),
+            state.ops.recording.then(|| state.ops.metrics.clone()),
             observe::observe,
         ))
         .with_state(state)

@@ -55,8 +55,9 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// `metrics` is `None` when metrics are off (`metrics.enabled: false`): nothing is counted.
 pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
+    State(metrics): State<Option<Arc<Metrics>>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -83,14 +84,19 @@ pub async fn observe(
         .map(|c| c.0 .0.to_string())
         .unwrap_or_default();
     let bytes_in = Arc::new(AtomicU64::new(0));
-    let received = metrics.received_bytes.clone();
-    let req = req.map(|b| {
-        Body::new(Counted {
-            inner: b,
-            count: bytes_in.clone(),
-            total: received,
+    let req = if metrics.is_some() || logging {
+        let total = metrics.as_ref().map(|m| m.received_bytes.clone());
+        let count = bytes_in.clone();
+        req.map(|b| {
+            Body::new(Counted {
+                inner: b,
+                count,
+                total,
+            })
         })
-    });
+    } else {
+        req
+    };
     let resp = next.run(req).await;
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(
@@ -106,20 +112,22 @@ pub async fn observe(
         .extensions
         .get::<Route>()
         .map_or_else(|| route_of(&path), |r| r.0);
-    record(
-        &metrics,
-        &method,
-        route,
-        status,
-        parts.extensions.get::<AuthFailure>(),
-    );
-    metrics
-        .durations
-        .get_or_create(&RouteLabels {
-            method: method_label(method.as_str()),
+    if let Some(metrics) = &metrics {
+        record(
+            metrics,
+            &method,
             route,
-        })
-        .observe(elapsed.as_secs_f64());
+            status,
+            parts.extensions.get::<AuthFailure>(),
+        );
+        metrics
+            .durations
+            .get_or_create(&RouteLabels {
+                method: method_label(method.as_str()),
+                route,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
     if logging {
         let bytes_out = parts
             .headers
@@ -146,11 +154,14 @@ pub async fn observe(
             "request"
         );
     }
-    let body = Body::new(Counted {
-        inner: body,
-        count: Arc::new(AtomicU64::new(0)),
-        total: metrics.sent_bytes.clone(),
-    });
+    let body = match &metrics {
+        Some(m) => Body::new(Counted {
+            inner: body,
+            count: Arc::new(AtomicU64::new(0)),
+            total: Some(m.sent_bytes.clone()),
+        }),
+        None => body,
+    };
     Response::from_parts(parts, body)
 }
 
@@ -194,7 +205,7 @@ fn record(
 struct Counted {
     inner: Body,
     count: Arc<AtomicU64>,
-    total: Counter,
+    total: Option<Counter>,
 }
 
 impl http_body::Body for Counted {
@@ -210,7 +221,9 @@ impl http_body::Body for Counted {
             if let Some(data) = frame.data_ref() {
                 let n = data.len() as u64;
                 self.count.fetch_add(n, Ordering::Relaxed);
-                self.total.inc_by(n);
+                if let Some(t) = &self.total {
+                    t.inc_by(n);
+                }
             }
         }
         polled

@@ -50,27 +50,28 @@ impl AuditStore for SqliteMetadata {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for e in events {
-            sqlx::query(
+        // Many rows per statement: one round trip to SQLite's thread per 200 entries.
+        for chunk in events.chunks(200) {
+            let mut b = sqlx::QueryBuilder::new(
                 "INSERT INTO audit_log (id, time_ms, action, target, actor, addr, repo, \
-                 reference, digest, success, status, detail, request_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&e.id)
-            .bind(e.time_ms)
-            .bind(e.action.as_str())
-            .bind(&e.target)
-            .bind(&e.actor)
-            .bind(&e.addr)
-            .bind(&e.repo)
-            .bind(&e.reference)
-            .bind(&e.digest)
-            .bind(e.success)
-            .bind(i64::from(e.status))
-            .bind(&e.detail)
-            .bind(e.request.as_ref().map(|r| r.id.as_str()))
-            .execute(&mut *tx)
-            .await?;
+                 reference, digest, success, status, detail, request_id) ",
+            );
+            b.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id.as_str())
+                    .push_bind(e.time_ms)
+                    .push_bind(e.action.as_str())
+                    .push_bind(e.target.as_str())
+                    .push_bind(e.actor.as_str())
+                    .push_bind(e.addr.as_str())
+                    .push_bind(e.repo.as_deref())
+                    .push_bind(e.reference.as_deref())
+                    .push_bind(e.digest.as_deref())
+                    .push_bind(e.success)
+                    .push_bind(i64::from(e.status))
+                    .push_bind(e.detail.as_str())
+                    .push_bind(e.request.as_ref().map(|r| r.id.as_str()));
+            });
+            b.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
