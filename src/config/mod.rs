@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod proxy;
 pub mod units;
+pub mod webhooks;
 
 pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
 pub use ops::{AuditConfig, MetricsConfig, Rate, RateLimitConfig, RateLimitRule};
@@ -22,6 +23,7 @@ pub use ops::{AuditConfig, MetricsConfig, Rate, RateLimitConfig, RateLimitRule};
 pub const EXAMPLE: &str = include_str!("example.yaml");
 pub use proxy::{On404, ProxyConfig, PullAccess, UpstreamConfig};
 pub use units::{Bytes, Span};
+pub use webhooks::WebhookConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -52,6 +54,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Request rates per client.
     pub rate_limit: RateLimitConfig,
+    /// Endpoints notified of pushes, pulls, deletes, quota refusals and GC runs.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -223,6 +227,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -370,6 +375,7 @@ impl Config {
         lifecycle::immutable_tags(&self.immutable_tags)?;
         lifecycle::retention(&self.retention)?;
         lifecycle::quotas(&self.quotas)?;
+        webhooks::validate(&self.webhooks)?;
         if self.gc.batch == 0 || self.gc.parallel == 0 {
             return Err(ConfigError::Invalid(
                 "gc.batch and gc.parallel must be positive".into(),
@@ -443,9 +449,15 @@ mod tests {
         for line in EXAMPLE.lines() {
             let live = line.strip_prefix("# ").filter(|l| {
                 l.starts_with("  ")
-                    || ["upstreams:", "immutable_tags:", "retention:", "quotas:"]
-                        .iter()
-                        .any(|k| l.starts_with(k))
+                    || [
+                        "upstreams:",
+                        "immutable_tags:",
+                        "retention:",
+                        "quotas:",
+                        "webhooks:",
+                    ]
+                    .iter()
+                    .any(|k| l.starts_with(k))
             });
             let line = live
                 .map(|l| l.to_string())
@@ -464,6 +476,7 @@ mod tests {
                 "immutable_tags: []",
                 "retention: []",
                 "quotas: {}",
+                "webhooks: []",
             ]
             .iter()
             .any(|k| line.trim() == *k)
@@ -480,6 +493,7 @@ mod tests {
         assert_eq!(c.immutable_tags.len(), 1);
         assert_eq!(c.retention.len(), 1);
         assert_eq!(c.quotas.len(), 1);
+        assert_eq!(c.webhooks.len(), 1);
     }
 
     #[test]
