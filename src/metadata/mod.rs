@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod sqlite;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {

@@ -1,0 +1,538 @@
+//! The webhook outbox: deliveries queued per (event, endpoint), claimed by the delivery
+//! worker with a lease, and marked delivered, retried or failed. Times are milliseconds since
+//! the Unix epoch.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::sqlite::SqliteMetadata;
+use super::{MetadataError, Result};
+
+/// A delivery to queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub event_id: String,
+    pub endpoint: String,
+    pub action: String,
+    pub repository: Option<String>,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// A delivery claimed for an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    pub event_id: String,
+    pub body: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// When retrying began: the delivery is given up on a set time after it.
+    pub retry_since: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// One delivery as the admin API lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub event_id: String,
+    pub action: String,
+    pub repository: Option<String>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub last_attempt_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
+/// An endpoint's deliveries in each state, and its last success and failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointSummary {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// What an attempt came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        status: u16,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        next_attempt_at: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Given up: no more attempts.
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Queues deliveries in one transaction, due at once; one already queued for the same
+    /// (event, endpoint) is left as it is.
+    async fn enqueue(&self, batch: &[NewDelivery]) -> Result<()>;
+    /// Claims up to `limit` due pending deliveries of `endpoint`: counts the attempt and
+    /// moves their next attempt to `lease_until`, so a worker that dies mid-delivery leaves
+    /// them due again then.
+    async fn claim(
+        &self,
+        endpoint: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>>;
+    /// Makes claimed deliveries due at `now` again (a worker stopping before it tried them).
+    async fn release(&self, ids: &[i64], now: i64) -> Result<()>;
+    /// Records an attempt's outcome, on the delivery and on its endpoint.
+    async fn finish(&self, id: i64, endpoint: &str, now: i64, outcome: &Outcome) -> Result<()>;
+    /// When the endpoint's next pending delivery is due, if it has any.
+    async fn next_due(&self, endpoint: &str) -> Result<Option<i64>>;
+    async fn summary(&self, endpoint: &str) -> Result<EndpointSummary>;
+    /// The endpoint's most recent deliveries first, optionally in one state.
+    async fn deliveries(
+        &self,
+        endpoint: &str,
+        state: Option<DeliveryState>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// Queues failed deliveries of `endpoint` again (one by id, or all): due at `now`, with
+    /// a new retry period. Returns how many.
+    async fn redeliver(&self, endpoint: &str, id: Option<i64>, now: i64) -> Result<u64>;
+    /// Removes delivered rows delivered before `delivered_before` and failed rows last tried
+    /// before `failed_before`. Returns how many.
+    async fn prune(&self, delivered_before: i64, failed_before: i64) -> Result<u64>;
+}
+
+const RECORD_COLUMNS: &str = "id, event_id, action, repository, state, attempts, created_at, \
+     next_attempt_at, last_attempt_at, last_status, last_error, delivered_at";
+
+fn record(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(DeliveryRecord {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        action: row.try_get("action")?,
+        repository: row.try_get("repository")?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| MetadataError::Corrupt(format!("delivery state {state:?}")))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        created_at: row.try_get("created_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_attempt_at: row.try_get("last_attempt_at")?,
+        last_status: row
+            .try_get::<Option<i64>, _>("last_status")?
+            .map(|s| s as u16),
+        last_error: row.try_get("last_error")?,
+        delivered_at: row.try_get("delivered_at")?,
+    })
+}
+
+#[async_trait]
+impl WebhookStore for SqliteMetadata {
+    async fn enqueue(&self, batch: &[NewDelivery]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for d in batch {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (event_id, endpoint, action, repository, body, \
+                   created_at, retry_since, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (event_id, endpoint) DO NOTHING",
+            )
+            .bind(&d.event_id)
+            .bind(&d.endpoint)
+            .bind(&d.action)
+            .bind(&d.repository)
+            .bind(&d.body)
+            .bind(d.created_at)
+            .bind(d.created_at)
+            .bind(d.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        endpoint: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?, \
+               last_attempt_at = ? \
+             WHERE id IN (SELECT id FROM webhook_deliveries \
+               WHERE endpoint = ? AND state = 'pending' AND next_attempt_at <= ? \
+               ORDER BY next_attempt_at, id LIMIT ?) \
+             RETURNING id, event_id, body, attempts, retry_since",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(endpoint)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: r.try_get("id")?,
+                    event_id: r.try_get("event_id")?,
+                    body: r.try_get("body")?,
+                    attempt: r.try_get::<i64, _>("attempts")? as u32,
+                    retry_since: r.try_get("retry_since")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|c| c.id);
+        Ok(out)
+    }
+
+    async fn release(&self, ids: &[i64], now: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at = ? \
+                 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish(&self, id: i64, endpoint: &str, now: i64, outcome: &Outcome) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        match outcome {
+            Outcome::Delivered { status } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = ?, \
+                       last_status = ?, last_error = NULL WHERE id = ?",
+                )
+                .bind(now)
+                .bind(*status as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO webhook_endpoints (name, last_success_at) VALUES (?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET last_success_at = excluded.last_success_at",
+                )
+                .bind(endpoint)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Outcome::Retry { status, error, .. } | Outcome::Failed { status, error } => {
+                let (state, next) = match outcome {
+                    Outcome::Retry {
+                        next_attempt_at, ..
+                    } => ("pending", *next_attempt_at),
+                    _ => ("failed", now),
+                };
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET state = ?, next_attempt_at = ?, \
+                       last_status = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+                )
+                .bind(state)
+                .bind(next)
+                .bind(status.map(i64::from))
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO webhook_endpoints (name, last_failure_at, last_status, last_error) \
+                       VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET last_failure_at = excluded.last_failure_at, \
+                       last_status = excluded.last_status, last_error = excluded.last_error",
+                )
+                .bind(endpoint)
+                .bind(now)
+                .bind(status.map(i64::from))
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_due(&self, endpoint: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries \
+             WHERE endpoint = ? AND state = 'pending'",
+        )
+        .bind(endpoint)
+        .fetch_one(self.reader())
+        .await?)
+    }
+
+    async fn summary(&self, endpoint: &str) -> Result<EndpointSummary> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, COUNT(*) FROM webhook_deliveries WHERE endpoint = ? GROUP BY state",
+        )
+        .bind(endpoint)
+        .fetch_all(self.reader())
+        .await?;
+        let mut s = EndpointSummary::default();
+        for (state, n) in counts {
+            match DeliveryState::parse(&state) {
+                Some(DeliveryState::Pending) => s.pending = n as u64,
+                Some(DeliveryState::Delivered) => s.delivered = n as u64,
+                Some(DeliveryState::Failed) => s.failed = n as u64,
+                None => return Err(MetadataError::Corrupt(format!("delivery state {state:?}"))),
+            }
+        }
+        let last: Option<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT last_success_at, last_failure_at, last_status, last_error \
+                 FROM webhook_endpoints WHERE name = ?",
+        )
+        .bind(endpoint)
+        .fetch_optional(self.reader())
+        .await?;
+        if let Some((ok, failed, status, error)) = last {
+            s.last_success_at = ok;
+            s.last_failure_at = failed;
+            s.last_status = status.map(|s| s as u16);
+            s.last_error = error;
+        }
+        Ok(s)
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: &str,
+        state: Option<DeliveryState>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>> {
+        let rows = match state {
+            Some(st) => {
+                sqlx::query(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM webhook_deliveries \
+                     WHERE endpoint = ? AND state = ? ORDER BY id DESC LIMIT ?"
+                ))
+                .bind(endpoint)
+                .bind(st.as_str())
+                .bind(limit as i64)
+                .fetch_all(self.reader())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM webhook_deliveries \
+                     WHERE endpoint = ? ORDER BY id DESC LIMIT ?"
+                ))
+                .bind(endpoint)
+                .bind(limit as i64)
+                .fetch_all(self.reader())
+                .await?
+            }
+        };
+        rows.iter().map(record).collect()
+    }
+
+    async fn redeliver(&self, endpoint: &str, id: Option<i64>, now: i64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let r = sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = ?, \
+               retry_since = ? \
+             WHERE endpoint = ? AND state = 'failed' AND (? IS NULL OR id = ?)",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(endpoint)
+        .bind(id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn prune(&self, delivered_before: i64, failed_before: i64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let r = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE (state = 'delivered' AND delivered_at < ?) \
+               OR (state = 'failed' AND last_attempt_at < ?)",
+        )
+        .bind(delivered_before)
+        .bind(failed_before)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, SqliteMetadata) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteMetadata::open(&dir.path().join("berth.db"))
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    fn delivery(event: &str, endpoint: &str, at: i64) -> NewDelivery {
+        NewDelivery {
+            event_id: event.into(),
+            endpoint: endpoint.into(),
+            action: "push".into(),
+            repository: Some("team/app".into()),
+            body: format!("{{\"events\":[{{\"id\":\"{event}\"}}]}}"),
+            created_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_leases_due_rows_once_and_a_lost_lease_comes_back() {
+        let (_d, db) = db().await;
+        db.enqueue(&[delivery("e1", "a", 1000), delivery("e2", "a", 1001)])
+            .await
+            .unwrap();
+        // Queuing the same (event, endpoint) again changes nothing.
+        db.enqueue(&[delivery("e1", "a", 5000), delivery("e1", "b", 1000)])
+            .await
+            .unwrap();
+        let got = db.claim("a", 2000, 12_000, 10).await.unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|c| (c.event_id.as_str(), c.attempt))
+                .collect::<Vec<_>>(),
+            [("e1", 1), ("e2", 1)]
+        );
+        assert!(got[0].body.contains("\"e1\""));
+        // Leased: nobody else gets them until the lease ends.
+        assert!(db.claim("a", 2001, 12_000, 10).await.unwrap().is_empty());
+        assert_eq!(db.next_due("a").await.unwrap(), Some(12_000));
+        // The worker died: after the lease they are due again, as second attempts.
+        let again = db.claim("a", 12_000, 22_000, 1).await.unwrap();
+        assert_eq!((again[0].event_id.as_str(), again[0].attempt), ("e1", 2));
+        // Released at a stop, due at once (beside e2, whose lease ended too).
+        db.release(&[again[0].id], 13_000).await.unwrap();
+        let both = db.claim("a", 13_000, 23_000, 5).await.unwrap();
+        assert_eq!(
+            both.iter()
+                .map(|c| (c.event_id.as_str(), c.attempt))
+                .collect::<Vec<_>>(),
+            [("e1", 3), ("e2", 2)]
+        );
+        // The other endpoint's row is its own.
+        assert_eq!(db.claim("b", 2000, 12_000, 5).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn outcomes_show_in_the_summary_and_listing() {
+        let (_d, db) = db().await;
+        let batch: Vec<_> = (0..3)
+            .map(|i| delivery(&format!("e{i}"), "a", 100))
+            .collect();
+        db.enqueue(&batch).await.unwrap();
+        let c = db.claim("a", 100, 10_000, 3).await.unwrap();
+        db.finish(c[0].id, "a", 200, &Outcome::Delivered { status: 204 })
+            .await
+            .unwrap();
+        let retry = Outcome::Retry {
+            next_attempt_at: 1_300,
+            status: Some(503),
+            error: "503 Service Unavailable".into(),
+        };
+        db.finish(c[1].id, "a", 300, &retry).await.unwrap();
+        let failed = Outcome::Failed {
+            status: None,
+            error: "connection refused".into(),
+        };
+        db.finish(c[2].id, "a", 400, &failed).await.unwrap();
+
+        let s = db.summary("a").await.unwrap();
+        assert_eq!((s.pending, s.delivered, s.failed), (1, 1, 1));
+        assert_eq!(s.last_success_at, Some(200));
+        assert_eq!(s.last_failure_at, Some(400));
+        assert_eq!(s.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(db.next_due("a").await.unwrap(), Some(1_300));
+        assert_eq!(
+            db.summary("none").await.unwrap(),
+            EndpointSummary::default()
+        );
+
+        let all = db.deliveries("a", None, 10).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].event_id, "e2", "most recent first");
+        assert_eq!(all[0].state, DeliveryState::Failed);
+        let pending = db
+            .deliveries("a", Some(DeliveryState::Pending), 10)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].last_status, Some(503));
+        assert_eq!(pending[0].attempts, 1);
+
+        // A failed delivery queued again is due at once, and then delivered.
+        assert_eq!(db.redeliver("a", None, 500).await.unwrap(), 1);
+        let c = db.claim("a", 500, 10_000, 5).await.unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].event_id.as_str(), c[0].attempt, c[0].retry_since),
+            ("e2", 2, 500)
+        );
+
+        // Pruning takes only old delivered and failed rows.
+        assert_eq!(db.prune(201, 0).await.unwrap(), 1);
+        assert_eq!(db.deliveries("a", None, 10).await.unwrap().len(), 2);
+    }
+}
