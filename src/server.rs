@@ -26,6 +26,7 @@ use crate::metadata::sqlite::SqliteMetadata;
 use crate::ops::audit::AuditLog;
 use crate::ops::events::{Events, Sink};
 use crate::ops::ratelimit::RateLimits;
+use crate::ops::webhooks::Webhooks;
 use crate::proxy::Proxy;
 use crate::registry::{Policy, Registry, Service};
 use crate::storage::fs::FsStorage;
@@ -45,6 +46,7 @@ pub struct App {
     access: Arc<CachedAccess<SqliteMetadata>>,
     /// The audit log's writer and how long its entries are kept.
     audit: Option<(Arc<AuditLog>, Duration)>,
+    webhooks: Arc<Webhooks>,
     /// Held for the server's lifetime: one server per data dir.
     _lock: std::fs::File,
 }
@@ -120,6 +122,8 @@ pub struct Services {
     pub events: Events,
     /// The audit log's writer, when enabled.
     pub audit: Option<Arc<AuditLog>>,
+    /// The webhook sink: events reach its outbox in batches, or at [`Services::flush`].
+    pub webhooks: Arc<Webhooks>,
     meta: Arc<CachedMetadata<SqliteMetadata>>,
 }
 
@@ -183,9 +187,18 @@ impl Services {
         .await
         .context("cannot apply the lifecycle policies")?;
         let audit = cfg.audit.enabled.then(|| AuditLog::new(sqlite.clone()));
+        let webhooks = Webhooks::new(
+            &cfg.webhooks,
+            sqlite.clone(),
+            cfg.addr.port(),
+            cfg.tls_enabled(),
+        )?;
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if let Some(a) = &audit {
             sinks.push(a.clone());
+        }
+        if !webhooks.endpoints().is_empty() {
+            sinks.push(webhooks.clone());
         }
         let events = Events::new(sinks);
         let cache = meta.clone();
@@ -205,6 +218,7 @@ impl Services {
             policies,
             events,
             audit,
+            webhooks,
         })
     }
 
@@ -221,6 +235,9 @@ impl Services {
                 tracing::warn!(error = %e, "cannot write the audit log");
             }
         }
+        if let Err(e) = self.webhooks.flush().await {
+            tracing::warn!(error = %e, "cannot queue webhook deliveries");
+        }
     }
 
     /// Writes the events still queued, then closes the database.
@@ -229,6 +246,9 @@ impl Services {
             if let Err(e) = a.flush().await {
                 tracing::warn!(error = %e, "cannot write the audit log");
             }
+        }
+        if let Err(e) = self.webhooks.flush().await {
+            tracing::warn!(error = %e, "cannot queue webhook deliveries");
         }
         self.meta.inner().close().await;
     }
@@ -255,6 +275,7 @@ impl App {
             policies,
             events,
             audit,
+            webhooks,
         } = Services::open(cfg).await?;
         let fixed = registry
             .reconcile_uploads()
@@ -296,6 +317,7 @@ impl App {
             audit: meta.inner().clone(),
             rate_limits: Some(Arc::new(RateLimits::from_config(&cfg.rate_limit)?))
                 .filter(|l| l.enabled()),
+            webhooks: webhooks.clone(),
         });
         Ok(App {
             registry,
@@ -307,6 +329,7 @@ impl App {
             meta,
             access,
             audit: audit.map(|a| (a, cfg.audit.keep.0)),
+            webhooks,
             _lock: lock,
         })
     }
@@ -344,6 +367,11 @@ pub async fn run_with(
     if let Some((audit, _)) = &app.audit {
         writer_tasks.push(tokio::spawn(audit.clone().run(writers.clone())));
     }
+    if !app.webhooks.endpoints().is_empty() {
+        writer_tasks.push(tokio::spawn(
+            app.webhooks.clone().run_writer(writers.clone()),
+        ));
+    }
     let mut background = vec![
         tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone())),
         tokio::spawn(app.access.clone().watch(cancel.clone())),
@@ -364,6 +392,11 @@ pub async fn run_with(
     }
     if let Some((audit, keep)) = &app.audit {
         background.push(tokio::spawn(audit.clone().prune(*keep, cancel.clone())));
+    }
+    if !app.webhooks.endpoints().is_empty() {
+        background.push(tokio::spawn(
+            app.webhooks.clone().run_delivery(cancel.clone()),
+        ));
     }
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
@@ -400,7 +433,7 @@ pub async fn run_with(
     for task in background {
         let _ = task.await;
     }
-    // Requests have finished: write the audit entries they queued.
+    // Requests have finished: write the audit entries and webhook events they queued.
     writers.cancel();
     for task in writer_tasks {
         let _ = task.await;

@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(super::admin_lifecycle::routes())
         .merge(super::admin_policies::routes())
         .merge(super::admin_audit::routes())
+        .merge(super::admin_webhooks::routes())
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{name}", delete(delete_user))

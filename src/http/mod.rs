@@ -26,6 +26,7 @@ mod admin_audit;
 mod admin_cache;
 mod admin_lifecycle;
 mod admin_policies;
+mod admin_webhooks;
 pub mod auth;
 mod blobs;
 pub mod conn;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub audit: Arc<dyn crate::metadata::audit::AuditStore>,
     /// Request rates per client, when any limit is configured.
     pub rate_limits: Option<Arc<crate::ops::ratelimit::RateLimits>>,
+    /// The webhook endpoints and their delivery status, for the admin API.
+    pub webhooks: Arc<crate::ops::webhooks::Webhooks>,
 }
 
 /// What `/metrics`, `/healthz` and `/readyz` need.
