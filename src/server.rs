@@ -277,6 +277,7 @@ impl App {
             audit,
             webhooks,
         } = Services::open(cfg).await?;
+        webhooks.check_keys()?;
         let fixed = registry
             .reconcile_uploads()
             .await

@@ -173,10 +173,19 @@ async fn attempt(hooks: &Webhooks, ep: &Endpoint, client: &reqwest::Client, c: C
         .header(CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE))
         .header("x-berth-event-id", &c.event_id)
         .header("x-berth-delivery", c.attempt.to_string());
-    if let Some(key) = &ep.key {
+    let key = ep.key();
+    if let Ok(Some(key)) = &key {
         req = req.header("x-berth-signature", signature(key, c.body.as_bytes()));
     }
-    let result = req.body(c.body.clone()).send().await;
+    let result = match key {
+        // Never sent unsigned when a key is configured.
+        Err(e) => Err(e),
+        Ok(_) => req
+            .body(c.body.clone())
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string()),
+    };
     let now = now_ms();
     let outcome = match result {
         Ok(resp) if resp.status().is_success() => Outcome::Delivered {
@@ -192,7 +201,7 @@ async fn attempt(hooks: &Webhooks, ep: &Endpoint, client: &reqwest::Client, c: C
                 status.to_string(),
             )
         }
-        Err(e) => after_failure(&ep.retry, &c, now, None, e.without_url().to_string()),
+        Err(e) => after_failure(&ep.retry, &c, now, None, e),
     };
     match &outcome {
         Outcome::Delivered { .. } => {}

@@ -41,7 +41,9 @@ pub struct Endpoint {
     pub url: reqwest::Url,
     pub actions: Vec<Action>,
     repositories: Vec<Glob>,
-    key: Option<Vec<u8>>,
+    /// Where the signing key comes from; read at each attempt (only the server sends, and
+    /// commands that merely queue need not be able to read it).
+    config: WebhookConfig,
     headers: HeaderMap,
     timeout: Duration,
     retry: Retry,
@@ -58,7 +60,7 @@ pub struct Retry {
 }
 
 impl Endpoint {
-    /// Resolves a checked config entry; reads its `secret_file`.
+    /// Resolves a checked config entry.
     pub fn from_config(c: &WebhookConfig) -> anyhow::Result<Endpoint> {
         let named = || format!("webhook {}", c.name);
         let mut headers = HeaderMap::new();
@@ -78,7 +80,7 @@ impl Endpoint {
                 .map(|g| Glob::parse(g).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<_>>()
                 .with_context(named)?,
-            key: c.key().map_err(anyhow::Error::msg).with_context(named)?,
+            config: c.clone(),
             headers,
             timeout: c.timeout.0,
             retry: Retry {
@@ -88,6 +90,15 @@ impl Endpoint {
             },
             wake: Notify::new(),
         })
+    }
+
+    /// The signing key, if one is configured (read from `secret_file` now).
+    pub fn key(&self) -> Result<Option<Vec<u8>>, String> {
+        self.config.key()
+    }
+
+    pub fn signed(&self) -> bool {
+        self.config.secret.is_some() || self.config.secret_file.is_some()
     }
 
     /// Whether this endpoint is sent `e`: its action is in the filter (pushes, pulls and
@@ -167,6 +178,17 @@ impl Webhooks {
         &self.endpoints
     }
 
+    /// Fails when an endpoint's signing key cannot be read: the server checks this before
+    /// it starts, rather than retrying deliveries it cannot sign.
+    pub fn check_keys(&self) -> anyhow::Result<()> {
+        for ep in &self.endpoints {
+            ep.key()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("webhook {}", ep.name))?;
+        }
+        Ok(())
+    }
+
     /// Writes every event recorded so far to the outbox (one transaction), then wakes the
     /// worker. On failure the events stay queued for the next try.
     pub async fn flush(&self) -> Result<(), MetadataError> {
@@ -244,7 +266,7 @@ impl Webhooks {
                 url: redact(&ep.url),
                 events: ep.actions.iter().map(|a| a.as_str()).collect(),
                 repositories: ep.repositories.iter().map(|g| g.to_string()).collect(),
-                signed: ep.key.is_some(),
+                signed: ep.signed(),
                 summary: self.store.summary(&ep.name).await?,
             });
         }

@@ -248,3 +248,28 @@ async fn a_dead_endpoint_does_not_delay_a_live_one_and_is_given_up_on() {
     cancel.cancel();
     worker.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unreadable_key_stops_the_server_and_nothing_is_sent_unsigned() {
+    let (dir, db) = store().await;
+    let r = Receiver::start(0).await;
+    let mut h = hook("a", &r.url, &["push"]);
+    h.secret_file = Some(dir.path().join("missing"));
+    // Commands that only queue open without reading the key.
+    let w = Webhooks::new(&[h], db.clone(), 5000, false).unwrap();
+    let e = w.check_keys().unwrap_err();
+    assert!(format!("{e:#}").contains("secret_file"), "{e:#}");
+    w.record(&Arc::new(
+        Event::new(Action::Push, "manifest", "x").repo("r"),
+    ));
+    w.flush().await.unwrap();
+    let cancel = CancellationToken::new();
+    let worker = tokio::spawn(w.clone().run_delivery(cancel.clone()));
+    until_summary(&db, "a", |s| s.last_error.is_some()).await;
+    let s = db.summary("a").await.unwrap();
+    assert!(s.last_error.unwrap().contains("secret_file"));
+    assert_eq!((s.pending, s.delivered), (1, 0));
+    assert!(r.got.lock().unwrap().is_empty());
+    cancel.cancel();
+    worker.await.unwrap();
+}
