@@ -30,3 +30,4 @@ mod relay;
 mod restart;
 mod retention;
 mod scrub;
+mod webhooks;
