@@ -1,5 +1,5 @@
 //! Webhooks: the [`Sink`] that turns events into deliveries in the metadata store's outbox
-//! (`metadata/webhooks.rs`), and the worker that sends them (`deliver.rs`) in the
+//! (`metadata/webhooks/`), and the worker that sends them (`deliver.rs`) in the
 //! Distribution registry's envelope, signed (`envelope.rs`).
 //!
 //! `record` only queues in memory; a writer task moves the queue into the outbox every
