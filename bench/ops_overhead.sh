@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # What operations cost: berth with metrics, the audit log and rate limiting all on (a rate
 # limit high enough never to refuse, so every request is checked and counted) against berth
-# with all three off, and Distribution (Debian's docker-registry) for reference. One run,
+# with all three off, berth with metrics and rate limits but no audit log (to tell the
+# audit log's share), and Distribution (Debian's docker-registry) for reference. One run,
 # same machine, loopback only; the servers are up together and loaded one at a time, rounds
 # alternating between them (median reported).
 #
-#   bench/ops_overhead.sh           # ~3 min
+#   bench/ops_overhead.sh           # ~4 min
 #
 # Measurements:
 #   manifest GET by tag: wrk -t2 -cCONNS for LOAD_SECS s (req/s, p99), and the server's own
@@ -54,7 +55,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 declare -A URL PID
-SERVERS=(on off peer)
+SERVERS=(on noaudit off peer)
 wait_up() {
     for _ in $(seq 1 100); do
         curl -s -o /dev/null "${URL[$1]}/v2/" && return 0
@@ -75,6 +76,9 @@ start_berth() { # name config-yaml
 }
 start_berth on 'metrics: {enabled: true}
 audit: {enabled: true}
+rate_limit: {pull: 1000000000/1m, other: 1000000000/1m}'
+start_berth noaudit 'metrics: {enabled: true}
+audit: {enabled: false}
 rate_limit: {pull: 1000000000/1m, other: 1000000000/1m}'
 start_berth off 'metrics: {enabled: false}
 audit: {enabled: false}
@@ -153,8 +157,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a / b}'; }
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, wrk -t2 -c$CONNS -d${LOAD_SECS}s manifest GET by tag; ${BLOB_MB} MiB blob GET with curl; median of $ROUNDS alternating rounds."
     echo "on = metrics + audit log + rate limits (checked, never refusing); off = all three off."
     echo
-    echo "| figure | on | off | on/off | peer |"
-    echo "| --- | ---: | ---: | ---: | ---: |"
+    echo "| figure | on | off | on/off | metrics + rate limits only | that/off | peer |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     for f in RPS P99 CPU MBS; do
         declare -n M=$f
         case $f in
@@ -164,7 +168,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a / b}'; }
             MBS) name="blob pull MB/s" ;;
         esac
         on=$(median <<<"${M[on]}"); off=$(median <<<"${M[off]}"); peer=$(median <<<"${M[peer]}")
-        echo "| $name | $on | $off | $(ratio "$on" "$off") | $peer |"
+        na=$(median <<<"${M[noaudit]}")
+        echo "| $name | $on | $off | $(ratio "$on" "$off") | $na | $(ratio "$na" "$off") | $peer |"
     done
 } >"$WORK/table.md"
 [[ -n ${BENCH_OUT:-} ]] && cp "$WORK/table.md" "$BENCH_OUT"

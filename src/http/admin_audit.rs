@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -20,7 +20,6 @@ use crate::ops::events::{now_ms, Action, Event, RequestInfo};
 
 use super::admin::{invalid, ok, Caller};
 use super::error::{ApiError, ApiResult};
-use super::observe::RequestId;
 use super::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -37,30 +36,9 @@ impl FromRequestParts<Arc<AppState>> for Origin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState>) -> ApiResult<Origin> {
-        let text = |h: header::HeaderName| {
-            parts
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
         Ok(Origin {
-            addr: parts
-                .extensions
-                .get::<ConnectInfo<super::Peer>>()
-                .map(|c| c.0 .0.ip().to_string())
-                .unwrap_or_default(),
-            request: RequestInfo {
-                id: parts
-                    .extensions
-                    .get::<RequestId>()
-                    .map(|r| r.0.clone())
-                    .unwrap_or_default(),
-                method: parts.method.to_string(),
-                host: text(header::HOST),
-                user_agent: text(header::USER_AGENT),
-            },
+            addr: super::events::client_addr(parts),
+            request: super::events::request_info(parts),
         })
     }
 }

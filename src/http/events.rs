@@ -100,22 +100,32 @@ pub(super) fn classify(endpoint: &Endpoint, parts: &Parts) -> Option<Pending> {
             super::auth::Credentials::Basic { user, .. } => Some(user),
             _ => None,
         },
-        addr: parts
-            .extensions
-            .get::<ConnectInfo<super::Peer>>()
-            .map(|c| c.0 .0.ip().to_string())
-            .unwrap_or_default(),
-        request: RequestInfo {
-            id: parts
-                .extensions
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default(),
-            method: m.to_string(),
-            host: header_str(&parts.headers, header::HOST).unwrap_or_default(),
-            user_agent: header_str(&parts.headers, header::USER_AGENT).unwrap_or_default(),
-        },
+        addr: client_addr(parts),
+        request: request_info(parts),
     })
+}
+
+/// The client's address, for an event.
+pub(super) fn client_addr(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<super::Peer>>()
+        .map(|c| c.0 .0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The request an event came from: its id, method, host and user agent.
+pub(super) fn request_info(parts: &Parts) -> RequestInfo {
+    RequestInfo {
+        id: parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        method: parts.method.to_string(),
+        host: header_str(&parts.headers, header::HOST).unwrap_or_default(),
+        user_agent: header_str(&parts.headers, header::USER_AGENT).unwrap_or_default(),
+    }
 }
 
 /// The event a request became, given its answer and who it acted as.
