@@ -50,8 +50,16 @@ impl AuditStore for SqliteMetadata {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        // Many rows per statement: one round trip to SQLite's thread per 200 entries.
-        for chunk in events.chunks(200) {
+        // Many rows per statement, in chunks of 200, 50, 10 and 1 rows: at most four
+        // statements, prepared once and kept.
+        let mut rest = events;
+        while !rest.is_empty() {
+            let n = [200, 50, 10, 1]
+                .into_iter()
+                .find(|&n| rest.len() >= n)
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
             let mut b = sqlx::QueryBuilder::new(
                 "INSERT INTO audit_log (id, time_ms, action, target, actor, addr, repo, \
                  reference, digest, success, status, detail, request_id) ",
@@ -71,7 +79,7 @@ impl AuditStore for SqliteMetadata {
                     .push_bind(e.detail.as_str())
                     .push_bind(e.request.as_ref().map(|r| r.id.as_str()));
             });
-            b.build().persistent(false).execute(&mut *tx).await?;
+            b.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
