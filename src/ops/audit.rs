@@ -8,13 +8,12 @@
 //! request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{now_ms, Event, Sink};
+use super::events::{now_ms, Event, Queue, Sink};
 use crate::metadata::audit::AuditStore;
 
 /// Events waiting beyond this many are dropped (and counted) rather than held.
@@ -24,11 +23,7 @@ const INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct AuditLog {
     store: Arc<dyn AuditStore>,
-    queue: Mutex<Vec<Arc<Event>>>,
-    wake: Notify,
-    /// Serialises writers (the background task and `flush`), keeping rows in order.
-    writing: tokio::sync::Mutex<()>,
-    dropped: AtomicU64,
+    queue: Queue,
     written: AtomicU64,
 }
 
@@ -36,17 +31,14 @@ impl AuditLog {
     pub fn new(store: Arc<dyn AuditStore>) -> Arc<AuditLog> {
         Arc::new(AuditLog {
             store,
-            queue: Mutex::new(Vec::new()),
-            wake: Notify::new(),
-            writing: tokio::sync::Mutex::new(()),
-            dropped: AtomicU64::new(0),
+            queue: Queue::new(QUEUE_MAX),
             written: AtomicU64::new(0),
         })
     }
 
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.queue.dropped()
     }
 
     /// Events written so far by this process.
@@ -57,26 +49,18 @@ impl AuditLog {
     /// Writes everything queued now. On a store error the events go back to the queue's
     /// front, to be written by the next flush.
     pub async fn flush(&self) -> crate::metadata::Result<()> {
-        let _w = self.writing.lock().await;
-        loop {
-            let batch: Vec<Arc<Event>> = {
-                let mut q = self.queue.lock().expect("audit queue");
-                let n = q.len().min(BATCH * 8);
-                q.drain(..n).collect()
-            };
-            if batch.is_empty() {
-                return Ok(());
-            }
-            if let Err(e) = self.store.append_audit(&batch).await {
-                let mut q = self.queue.lock().expect("audit queue");
-                let rest = std::mem::take(&mut *q);
-                *q = batch;
-                q.extend(rest);
-                return Err(e);
-            }
-            self.written
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        }
+        self.queue
+            .drain(BATCH * 8, |batch| async move {
+                match self.store.append_audit(&batch).await {
+                    Ok(()) => {
+                        self.written
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => Err((batch, e)),
+                }
+            })
+            .await
     }
 
     /// Writes queued events until `cancel`, then once more.
@@ -85,7 +69,7 @@ impl AuditLog {
         loop {
             let stop = tokio::select! {
                 _ = cancel.cancelled() => true,
-                _ = self.wake.notified() => false,
+                _ = self.queue.wake.notified() => false,
                 _ = tokio::time::sleep(INTERVAL) => false,
             };
             match self.flush().await {
@@ -140,20 +124,14 @@ impl AuditLog {
 
 impl Sink for AuditLog {
     fn record(&self, event: &Arc<Event>) {
-        let len = {
-            let mut q = self.queue.lock().expect("audit queue");
-            if q.len() >= QUEUE_MAX {
-                drop(q);
-                if self.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
-                    tracing::error!("the audit log queue is full; dropping entries");
-                }
-                return;
+        match self.queue.push(event) {
+            // The writer wakes on its own every interval; a full batch wakes it sooner.
+            Some(n) if n >= BATCH => self.queue.wake.notify_one(),
+            Some(_) => {}
+            None if self.queue.dropped() % 10_000 == 1 => {
+                tracing::error!("the audit log queue is full; dropping entries")
             }
-            q.push(event.clone());
-            q.len()
-        };
-        if len >= BATCH {
-            self.wake.notify_one();
+            None => {}
         }
     }
 }

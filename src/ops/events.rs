@@ -206,6 +206,74 @@ impl Events {
     }
 }
 
+/// The in-memory queue of a sink that writes in batches: bounded (beyond `max` events new
+/// ones are dropped and counted, never blocking a request), drained in recording order by
+/// one writer at a time, and refilled at its front when a write fails.
+pub struct Queue {
+    items: std::sync::Mutex<Vec<Arc<Event>>>,
+    max: usize,
+    /// Notified by the sink when its writer should run (a full batch, or any event).
+    pub wake: tokio::sync::Notify,
+    /// Held by the writer draining the queue, so batches are written in order.
+    writing: tokio::sync::Mutex<()>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Queue {
+    pub fn new(max: usize) -> Queue {
+        Queue {
+            items: std::sync::Mutex::new(Vec::new()),
+            max,
+            wake: tokio::sync::Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+            dropped: Default::default(),
+        }
+    }
+
+    /// Queues an event; returns how many are waiting, or `None` when it was dropped.
+    pub fn push(&self, event: &Arc<Event>) -> Option<usize> {
+        let mut q = self.items.lock().expect("event queue");
+        if q.len() >= self.max {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        q.push(event.clone());
+        Some(q.len())
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes what is queued with `write`, `batch` events at a time, until the queue is
+    /// empty or a write fails (its events then go back to the queue's front).
+    pub async fn drain<E, F, Fut>(&self, batch: usize, mut write: F) -> Result<(), E>
+    where
+        F: FnMut(Vec<Arc<Event>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), (Vec<Arc<Event>>, E)>>,
+    {
+        let _one = self.writing.lock().await;
+        loop {
+            let taken: Vec<Arc<Event>> = {
+                let mut q = self.items.lock().expect("event queue");
+                let n = q.len().min(batch);
+                q.drain(..n).collect()
+            };
+            if taken.is_empty() {
+                return Ok(());
+            }
+            if let Err((back, e)) = write(taken).await {
+                let mut q = self.items.lock().expect("event queue");
+                let later = std::mem::replace(&mut *q, back);
+                q.extend(later);
+                return Err(e);
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
@@ -248,5 +316,35 @@ mod tests {
         assert_eq!(a[0].id, b[0].id);
         assert_eq!(a[0].repo.as_deref(), Some("team/app"));
         assert!(Events::default().enabled().then_some(()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_queue_drains_in_order_keeps_a_failed_batch_and_drops_past_its_bound() {
+        let q = Queue::new(3);
+        let ev: Vec<Arc<Event>> = (0..4)
+            .map(|i| Arc::new(Event::new(Action::Pull, "manifest", format!("c{i}"))))
+            .collect();
+        assert_eq!(q.push(&ev[0]), Some(1));
+        assert_eq!(q.push(&ev[1]), Some(2));
+        assert_eq!(q.push(&ev[2]), Some(3));
+        assert_eq!(q.push(&ev[3]), None);
+        assert_eq!(q.dropped(), 1);
+        // The first batch fails: it goes back to the front, before anything queued since.
+        let r: Result<(), &str> = q.drain(2, |b| async move { Err((b, "store down")) }).await;
+        assert_eq!(r, Err("store down"));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let r: Result<(), &str> = q
+            .drain(2, |b| {
+                seen.lock()
+                    .unwrap()
+                    .push(b.iter().map(|e| e.actor.clone()).collect::<Vec<_>>());
+                async { Ok(()) }
+            })
+            .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            seen.into_inner().unwrap(),
+            vec![vec!["c0".to_string(), "c1".into()], vec!["c2".to_string()]]
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::metadata::webhooks::{
     DeliveryRecord, DeliveryState, EndpointSummary, NewDelivery, WebhookStore,
 };
 use crate::metadata::MetadataError;
-use crate::ops::events::{Action, Event, Sink};
+use crate::ops::events::{Action, Event, Queue, Sink};
 use crate::registry::immutable::Glob;
 
 mod deliver;
@@ -136,10 +136,8 @@ pub struct Webhooks {
     endpoints: Vec<Arc<Endpoint>>,
     store: Arc<dyn WebhookStore>,
     source: Source,
-    queue: parking_lot::Mutex<Vec<Arc<Event>>>,
-    queued: Notify,
-    /// One writer at a time, so events reach the outbox in the order they were recorded.
-    writing: tokio::sync::Mutex<()>,
+    /// Events not yet in the outbox; drained by one writer at a time, in order.
+    queue: Queue,
 }
 
 impl Webhooks {
@@ -168,9 +166,7 @@ impl Webhooks {
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 scheme: if tls { "https" } else { "http" },
             },
-            queue: Default::default(),
-            queued: Notify::new(),
-            writing: Default::default(),
+            queue: Queue::new(MAX_QUEUED),
         }))
     }
 
@@ -192,38 +188,43 @@ impl Webhooks {
     /// Writes every event recorded so far to the outbox (one transaction), then wakes the
     /// worker. On failure the events stay queued for the next try.
     pub async fn flush(&self) -> Result<(), MetadataError> {
-        let _one = self.writing.lock().await;
-        let events = std::mem::take(&mut *self.queue.lock());
-        if events.is_empty() {
-            return Ok(());
+        let woken = std::sync::Mutex::new(std::collections::HashSet::new());
+        let r = self
+            .queue
+            .drain(usize::MAX, |events| {
+                let woken = &woken;
+                async move {
+                    let mut batch = Vec::new();
+                    for e in &events {
+                        let mut body = None;
+                        for ep in self.endpoints.iter().filter(|ep| ep.wants(e)) {
+                            let body = body.get_or_insert_with(|| envelope::body(e, &self.source));
+                            batch.push(NewDelivery {
+                                event_id: e.id.clone(),
+                                endpoint: ep.name.clone(),
+                                action: e.action.as_str().to_string(),
+                                repository: e.repo.clone(),
+                                body: body.clone(),
+                                created_at: e.time_ms,
+                            });
+                        }
+                    }
+                    match self.store.enqueue(&batch).await {
+                        Ok(()) => {
+                            let mut w = woken.lock().expect("woken set");
+                            w.extend(batch.into_iter().map(|d| d.endpoint));
+                            Ok(())
+                        }
+                        Err(err) => Err((events, err)),
+                    }
+                }
+            })
+            .await;
+        let woken = woken.into_inner().expect("woken set");
+        for ep in self.endpoints.iter().filter(|ep| woken.contains(&ep.name)) {
+            ep.wake.notify_one();
         }
-        let mut batch = Vec::new();
-        for e in &events {
-            let mut body = None;
-            for ep in self.endpoints.iter().filter(|ep| ep.wants(e)) {
-                let body = body.get_or_insert_with(|| envelope::body(e, &self.source));
-                batch.push(NewDelivery {
-                    event_id: e.id.clone(),
-                    endpoint: ep.name.clone(),
-                    action: e.action.as_str().to_string(),
-                    repository: e.repo.clone(),
-                    body: body.clone(),
-                    created_at: e.time_ms,
-                });
-            }
-        }
-        if let Err(err) = self.store.enqueue(&batch).await {
-            let mut q = self.queue.lock();
-            let later = std::mem::replace(&mut *q, events);
-            q.extend(later);
-            return Err(err);
-        }
-        for ep in &self.endpoints {
-            if batch.iter().any(|d| d.endpoint == ep.name) {
-                ep.wake.notify_one();
-            }
-        }
-        Ok(())
+        r
     }
 
     /// Moves recorded events to the outbox every [`BATCH_INTERVAL`] while any arrive, and
@@ -232,7 +233,7 @@ impl Webhooks {
         loop {
             let stop = tokio::select! {
                 _ = cancel.cancelled() => true,
-                _ = self.queued.notified() => {
+                _ = self.queue.wake.notified() => {
                     tokio::select! {
                         _ = cancel.cancelled() => true,
                         _ = tokio::time::sleep(BATCH_INTERVAL) => false,
@@ -243,7 +244,7 @@ impl Webhooks {
                 tracing::warn!(error = %e, "cannot queue webhook deliveries; will try again");
                 if !stop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    self.queued.notify_one();
+                    self.queue.wake.notify_one();
                 }
             }
             if stop {
@@ -321,18 +322,14 @@ impl Sink for Webhooks {
         if !self.endpoints.iter().any(|ep| ep.wants(event)) {
             return;
         }
-        {
-            let mut q = self.queue.lock();
-            if q.len() >= MAX_QUEUED {
-                tracing::warn!(
-                    event = %event.id,
-                    "webhook queue full (the outbox cannot be written); event dropped"
-                );
-                return;
-            }
-            q.push(event.clone());
+        if self.queue.push(event).is_none() {
+            tracing::warn!(
+                event = %event.id,
+                "webhook queue full (the outbox cannot be written); event dropped"
+            );
+            return;
         }
-        self.queued.notify_one();
+        self.queue.wake.notify_one();
     }
 }
 
