@@ -94,7 +94,10 @@ fn main() -> ExitCode {
             grace,
             json,
             common,
-        } => run_command(lifecycle::gc(&common, dry_run, grace, json)),
+        } => {
+            lifecycle::lower_priority();
+            run_command(lifecycle::gc(&common, dry_run, grace, json))
+        }
         Command::Retention {
             command:
                 RetentionCommand::Run {
@@ -102,7 +105,10 @@ fn main() -> ExitCode {
                     json,
                     common,
                 },
-        } => run_command(lifecycle::retention(&common, dry_run, json)),
+        } => {
+            lifecycle::lower_priority();
+            run_command(lifecycle::retention(&common, dry_run, json))
+        }
         Command::Policy { command } => run_command(policy::run(command)),
         Command::Audit {
             repo,
@@ -141,7 +147,10 @@ fn main() -> ExitCode {
             restart,
             json,
             common,
-        } => match run_command(lifecycle::scrub(&common, rate, restart, json)) {
+        } => match run_command({
+            lifecycle::lower_priority();
+            lifecycle::scrub(&common, rate, restart, json)
+        }) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),

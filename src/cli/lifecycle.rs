@@ -10,6 +10,24 @@ use crate::server::Services;
 
 use super::CommonArgs;
 
+/// How much lower than the server a maintenance command runs (nice, 0 to 19).
+const MAINTENANCE_NICE: i32 = 10;
+
+/// Lowers this process's CPU priority, so a server sharing the machine answers its requests
+/// first and GC, retention or scrub take the CPU it leaves. Called before the runtime starts:
+/// every thread made afterwards (SQLite's, the blocking pool's) inherits it.
+pub fn lower_priority() {
+    // SAFETY: setpriority changes only this thread's scheduling priority; no memory is
+    // passed to the kernel.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, MAINTENANCE_NICE) };
+    if rc != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the maintenance command's priority"
+        );
+    }
+}
+
 pub async fn gc(
     common: &CommonArgs,
     dry_run: bool,
