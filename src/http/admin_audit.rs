@@ -46,17 +46,13 @@ impl FromRequestParts<Arc<AppState>> for Origin {
 impl Origin {
     /// Reports a change `caller` made.
     pub(super) fn report(&self, app: &AppState, caller: &Caller, e: Event) {
-        let mut e = Event {
+        app.events.emit(Event {
             actor: caller.actor(),
             addr: self.addr.clone(),
             request: Some(self.request.clone()),
             status: 200,
             ..e
-        };
-        if e.target.is_empty() {
-            e.target = "registry".into();
-        }
-        app.events.emit(e);
+        });
     }
 }
 
