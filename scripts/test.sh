@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole berth test suite: unit, storage-conformance, HTTP end-to-end and crash tests
-# (cargo nextest), then the real-client script (skopeo, podman, oras, curl).
-# Installs the system packages it needs with apt-get when they are missing.
+# (cargo nextest), the API suites again over S3 storage, then the real-client scripts
+# (skopeo, podman, docker, ctr, oras, curl).
+# Installs what it needs when it is missing: Debian packages with apt-get, cargo-nextest and
+# Garage (the S3 server, cached in ~/.cargo/bin) with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/garage.sh
 
 need=()
-for pkg_cmd in skopeo:skopeo podman:podman curl:curl; do
+for pkg_cmd in skopeo:skopeo podman:podman curl:curl openssl:openssl; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -19,7 +22,17 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+garage_install
 
 cargo build --release --locked
+
+# One Garage node for every test that stores blobs in S3.
+SERVICES=$(mktemp -d /tmp/berth-services.XXXXXX)
+trap 'garage_stop; rm -rf "$SERVICES"' EXIT
+garage_start "$SERVICES/garage" 1
+
 cargo nextest run --release --locked --no-fail-fast
+# The HTTP API suites once more with every server's blobs in S3.
+TEST_STORAGE=s3 cargo nextest run --release --locked --no-fail-fast \
+  -E 'binary(e2e) & test(/^(api_|immutable|quota|retention|proxy::)/)'
 bash tests/clients/run.sh

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod lifecycle;
 pub mod metadata;
 pub mod oci;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use berth::cli::{
-    access, audit, cache, health, lifecycle, policy, usage, Cli, Command, ConfigCommand,
+    access, audit, cache, health, import, lifecycle, policy, usage, Cli, Command, ConfigCommand,
     RetentionCommand,
 };
 use berth::config::{Config, LogFormat};
@@ -108,6 +108,9 @@ fn main() -> ExitCode {
         } => {
             lifecycle::lower_priority();
             run_command(lifecycle::retention(&common, dry_run, json))
+        }
+        Command::ImportDistribution { dir, json, common } => {
+            run_command(import::distribution(&common, &dir, json))
         }
         Command::Policy { command } => run_command(policy::run(command)),
         Command::Audit {

@@ -9,6 +9,7 @@ pub mod access;
 pub mod audit;
 pub mod cache;
 pub mod health;
+pub mod import;
 pub mod lifecycle;
 pub mod policy;
 pub mod usage;
@@ -113,6 +114,17 @@ pub enum Command {
         /// At most this many (the newest).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Import a Distribution (`registry:2`) registry from its filesystem layout: every
+    /// repository, manifest, tag and blob, verified as it is copied (works while the server
+    /// runs; safe to run again).
+    ImportDistribution {
+        /// Distribution's storage root (its `rootdirectory`), holding docker/registry/v2.
+        dir: std::path::PathBuf,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

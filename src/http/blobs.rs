@@ -21,6 +21,19 @@ pub async fn get(
     let range = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let reply = app.registry.blob(repo, digest, range, with_body).await?;
     let size = reply.size;
+    if let Some(url) = reply.redirect {
+        // The bytes come straight from the object store (spec: "Pulling blobs" allows a
+        // redirect to another location).
+        let mut resp = empty(
+            StatusCode::TEMPORARY_REDIRECT,
+            &[("docker-content-digest", &digest.to_string())],
+        );
+        let location = HeaderValue::from_str(&url).map_err(|_| {
+            super::error::ApiError::internal(&"presigned URL is not a header value")
+        })?;
+        resp.headers_mut().insert(header::LOCATION, location);
+        return Ok(resp);
+    }
     let (status, length) = match reply.part {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
         None => (StatusCode::OK, size),

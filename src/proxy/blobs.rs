@@ -89,6 +89,7 @@ impl Proxy {
                     part: None,
                     body: None,
                     cache: Some(CacheStatus::Miss),
+                    redirect: None,
                 }),
                 Ok(None) => Err(RegistryError::Unavailable {
                     message: "the upstream did not say the blob's size".into(),
@@ -129,6 +130,7 @@ impl Proxy {
             part,
             body: Some(counted(stream, Arc::new(self.clone()), t.slot.index)),
             cache: Some(CacheStatus::Miss),
+            redirect: None,
         })
     }
 

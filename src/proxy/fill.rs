@@ -136,6 +136,7 @@ impl Fill {
             pos: start,
             end,
             reading: None,
+            from_spool: false,
         };
         futures::stream::unfold(state, |mut f| async move {
             let item = f.next().await?;
@@ -153,6 +154,8 @@ struct Follower {
     /// Exclusive.
     end: u64,
     reading: Option<ByteStream>,
+    /// Whether `reading` reads the spool (the upload), not the stored blob.
+    from_spool: bool,
 }
 
 impl Follower {
@@ -163,6 +166,21 @@ impl Follower {
                     Some(Ok(b)) => {
                         self.pos += b.len() as u64;
                         return Some(Ok(b));
+                    }
+                    // The spool may go while it is read: it became the blob (an object
+                    // store deletes an upload's chunks once committed). Read on from there.
+                    Some(Err(_)) if self.from_spool && self.rx.borrow().end.is_none() => {
+                        self.reading = None;
+                        if self.rx.changed().await.is_err() && self.rx.borrow().end.is_none() {
+                            return Some(Err(io::Error::other("fill abandoned")));
+                        }
+                        continue;
+                    }
+                    Some(Err(_))
+                        if self.from_spool && matches!(self.rx.borrow().end, Some(Ok(_))) =>
+                    {
+                        self.reading = None;
+                        continue;
                     }
                     Some(Err(e)) => return Some(Err(e)),
                     None => self.reading = None,
@@ -208,7 +226,10 @@ impl Follower {
                         .await
                 };
                 match opened {
-                    Ok(s) => self.reading = Some(s),
+                    Ok(s) => {
+                        self.reading = Some(s);
+                        self.from_spool = !stored;
+                    }
                     // The spool became the blob between the look and the read: look again.
                     Err(StorageError::NotFound) if !stored => {
                         if self.rx.changed().await.is_err() && self.rx.borrow().end.is_none() {

@@ -49,6 +49,9 @@ pub struct BlobReply {
     pub part: Option<ByteRange>,
     pub body: Option<ByteStream>,
     pub cache: Option<CacheStatus>,
+    /// Where the client downloads the bytes instead (a presigned object-store URL), when
+    /// the storage redirects downloads; then there is no body.
+    pub redirect: Option<String>,
 }
 
 /// The range a `GET` asks for, from its `Range` header, against a blob of `size` bytes.
@@ -179,6 +182,17 @@ impl Service for Registry {
             self.meta.touch_idle_link(repo, digest).await?;
         }
         let size = self.stat_blob(repo, digest).await?;
+        if body && size > 0 {
+            if let Some(url) = self.storage.download_url(digest).await? {
+                return Ok(BlobReply {
+                    size,
+                    part: None,
+                    body: None,
+                    cache: None,
+                    redirect: Some(url),
+                });
+            }
+        }
         let part = if body { range_of(range, size)? } else { None };
         let len = part.map_or(size, |r| r.len());
         let body = if body && len > 0 {
@@ -191,6 +205,7 @@ impl Service for Registry {
             part,
             body,
             cache: None,
+            redirect: None,
         })
     }
 

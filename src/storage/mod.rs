@@ -18,6 +18,7 @@ use crate::oci::{Digest, UploadId};
 
 pub mod fs;
 pub mod memory;
+pub mod object;
 pub mod paths;
 #[cfg(test)]
 mod testsuite;
@@ -58,6 +59,21 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a committed blob; `false` when it did not exist.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
+
+    /// Removes many committed blobs; missing ones are fine. Backends with multi-object
+    /// deletes send them in batches.
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        for d in digests {
+            self.delete(d).await?;
+        }
+        Ok(())
+    }
+
+    /// A URL the client may download the blob from directly (a presigned object-store URL),
+    /// when this backend redirects downloads.
+    async fn download_url(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Every committed blob's digest with when it was stored, in no particular order.
     async fn list(&self) -> Result<Vec<(Digest, SystemTime)>>;

@@ -224,6 +224,58 @@ pub async fn quarantine_takes_a_blob_out_of_service(s: &dyn Storage) {
     assert_eq!(s.stat(&d).await.unwrap(), Some(data.len() as u64));
 }
 
+/// A blob larger than one multipart part, appended in uneven chunks (some under S3's 5 MiB
+/// minimum part size), then overwritten past an acknowledged offset, reads back whole.
+pub async fn large_blobs_go_in_parts(s: &dyn Storage) {
+    let id = UploadId::new_random();
+    s.begin(&id).await.unwrap();
+    let big: Vec<u8> = (0..(40u32 << 20) / 4)
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
+    let big = Bytes::from(big);
+    let mut at = 0u64;
+    for piece in [1usize << 20, 3 << 20, 20 << 20, 7 << 20] {
+        let part = big.slice(at as usize..at as usize + piece);
+        let stream = futures::stream::iter(
+            part.chunks(256 << 10)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<io::Result<Bytes>>>(),
+        )
+        .boxed();
+        at = s.append(&id, at, stream).await.unwrap();
+    }
+    let rest = big.slice(at as usize..);
+    assert_eq!(
+        s.append(&id, at, futures::stream::iter(vec![Ok(rest)]).boxed())
+            .await
+            .unwrap(),
+        big.len() as u64
+    );
+    let d = Algorithm::Sha256.digest(&big);
+    assert_eq!(
+        s.commit(&id, big.len() as u64, &d).await.unwrap(),
+        Committed::Published
+    );
+    assert_eq!(s.stat(&d).await.unwrap(), Some(big.len() as u64));
+    let back = collect(s.read(&d, None).await.unwrap()).await.unwrap();
+    assert!(back == big, "the blob reads back byte for byte");
+    let mid = collect(
+        s.read(
+            &d,
+            Some(ByteRange {
+                start: 5 << 20,
+                end: (5 << 20) + 7,
+            }),
+        )
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mid, big.slice(5 << 20..(5 << 20) + 8));
+    assert!(s.delete(&d).await.unwrap());
+}
+
 macro_rules! storage_suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -232,7 +284,7 @@ macro_rules! storage_suite {
                 unacknowledged_bytes_are_dropped, commit_truncates_to_acknowledged_length,
                 short_uploads_are_refused, commit_deduplicates_and_cancel_forgets,
                 empty_blobs_work, followed_uploads_are_readable_as_they_grow,
-                quarantine_takes_a_blob_out_of_service);
+                quarantine_takes_a_blob_out_of_service, large_blobs_go_in_parts);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {
@@ -258,3 +310,57 @@ storage_suite!(filesystem, async {
     let store = super::super::fs::FsStorage::open(dir.path()).await.unwrap();
     (dir, Box::new(store) as Box<dyn Storage>)
 });
+
+/// The S3 server the test command started (Garage), from `TEST_S3_*`: each test gets a
+/// prefix of its own in the shared bucket. Without one the suite is skipped, except under CI,
+/// where that is a failure.
+pub fn s3_test_store() -> Option<(std::sync::Arc<object_store::aws::AmazonS3>, String)> {
+    let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TEST_S3_ENDPOINT is unset: run the suite through scripts/test.sh"
+        );
+        eprintln!("skipped: no S3 server (TEST_S3_ENDPOINT unset)");
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"));
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("garage")
+        .with_bucket_name(var("TEST_S3_BUCKET"))
+        .with_access_key_id(var("TEST_S3_KEY_ID"))
+        .with_secret_access_key(var("TEST_S3_SECRET"))
+        .build()
+        .expect("S3 test store");
+    let prefix = format!("suite-{}", UploadId::new_random());
+    Some((std::sync::Arc::new(store), prefix))
+}
+
+macro_rules! s3_suite {
+    ($($name:ident),*) => {
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some((store, prefix)) = super::s3_test_store() else { return };
+                    let s = super::super::object::ObjectStorage::new(store, &prefix);
+                    super::$name(&s).await;
+                }
+            )*
+        }
+    };
+}
+
+s3_suite!(
+    put_stat_read_delete,
+    upload_appends_and_commits,
+    unacknowledged_bytes_are_dropped,
+    commit_truncates_to_acknowledged_length,
+    short_uploads_are_refused,
+    commit_deduplicates_and_cancel_forgets,
+    empty_blobs_work,
+    followed_uploads_are_readable_as_they_grow,
+    quarantine_takes_a_blob_out_of_service,
+    large_blobs_go_in_parts
+);

@@ -18,6 +18,7 @@
 #   SKIP_GC=1              do not run tests/clients/gc.sh (GC under load, scrub)
 #   SKIP_PACKAGE=1         do not run tests/clients/package.sh (container image, systemd unit,
 #                          Kubernetes manifests)
+#   SKIP_SCALEOUT=1        do not run tests/clients/scaleout.sh (berth on S3, Distribution import)
 #   BIG_BLOB_MB=1024       size of the large blob round trip, in MiB
 #
 # Needs root on a fresh machine only to apt-get install missing tools.
@@ -473,9 +474,20 @@ else
     BERTH=$BERTH KEEP=${KEEP:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} bash "$HERE/package.sh" ||
         PACKAGE_RC=$?
 fi
+# Shared storage: berth on S3 (Garage), and a Distribution registry imported into it.
+SCALEOUT_RC=0
+if [ "${SKIP_SCALEOUT:-0}" = 1 ]; then
+    echo "SKIP: shared-storage checks (SKIP_SCALEOUT=1 given)"
+else
+    echo
+    echo "== tests/clients/scaleout.sh"
+    BERTH=$BERTH KEEP=${KEEP:-0} SKIP_PODMAN=${SKIP_PODMAN:-0} bash "$HERE/scaleout.sh" ||
+        SCALEOUT_RC=$?
+fi
 echo
 echo "== deploy/check.sh (promtool: alert rules, their unit tests, dashboard expressions)"
 DEPLOY_RC=0
 bash "$ROOT/deploy/check.sh" || DEPLOY_RC=$?
 [ "$FAILED" = 0 ] && [ "$EARLY_RC" = 0 ] && [ "$DOCKER_RC" = 0 ] && [ "$AUTH_RC" = 0 ] &&
-    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ] && [ "$PACKAGE_RC" = 0 ] && [ "$DEPLOY_RC" = 0 ]
+    [ "$PROXY_RC" = 0 ] && [ "$GC_RC" = 0 ] && [ "$PACKAGE_RC" = 0 ] && [ "$DEPLOY_RC" = 0 ] &&
+    [ "$SCALEOUT_RC" = 0 ]

@@ -54,6 +54,32 @@ where
     }
 }
 
+/// Storage in the S3 server the test command started (Garage, from `TEST_S3_*`), under
+/// a prefix of its own; `None` when there is none, which fails under CI.
+pub fn s3_storage() -> Option<berth::config::StorageConfig> {
+    let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TEST_S3_ENDPOINT is unset: run the suite through scripts/test.sh"
+        );
+        eprintln!("skipped: no S3 server (TEST_S3_ENDPOINT unset)");
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"));
+    Some(berth::config::StorageConfig::S3 {
+        s3: berth::config::S3Config {
+            bucket: var("TEST_S3_BUCKET"),
+            prefix: format!("e2e-{}", hex::encode(random_bytes(8))),
+            region: "garage".into(),
+            endpoint: Some(endpoint),
+            path_style: true,
+            access_key_id: Some(var("TEST_S3_KEY_ID")),
+            secret_access_key: Some(var("TEST_S3_SECRET")),
+            ..Default::default()
+        },
+    })
+}
+
 /// What the server logged in this test process (every server's lines; each test file runs its
 /// tests in their own processes under nextest).
 static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -116,6 +142,11 @@ impl TestServer {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
+        // The same tests over the object store: scripts/test.sh runs the API suites a second
+        // time with TEST_STORAGE=s3.
+        if std::env::var("TEST_STORAGE").as_deref() == Ok("s3") {
+            config.storage = s3_storage().expect("TEST_STORAGE=s3 needs TEST_S3_*");
+        }
         modify(&mut config);
         TestServer::open(config, dir).await
     }

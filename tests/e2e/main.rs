@@ -29,5 +29,6 @@ mod ratelimit;
 mod relay;
 mod restart;
 mod retention;
+mod s3;
 mod scrub;
 mod webhooks;

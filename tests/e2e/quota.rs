@@ -85,12 +85,14 @@ async fn quota_refuses_at_post_patch_and_completion_leaving_nothing() {
         "BLOB_UNKNOWN",
     )
     .await;
-    let path = s.blob_path(&sha256(&big));
-    assert!(!path.exists(), "no bytes of a refused push stay");
-    assert!(std::fs::read_dir(s.config.data_dir.join("uploads"))
-        .unwrap()
-        .next()
-        .is_none());
+    let storage = s.lifecycle.storage();
+    let big_digest: berth::oci::Digest = sha256(&big).parse().unwrap();
+    assert_eq!(
+        storage.stat(&big_digest).await.unwrap(),
+        None,
+        "no bytes of a refused push stay"
+    );
+    assert!(storage.list_uploads().await.unwrap().is_empty());
 
     // A blob the namespace holds costs nothing, pushed or mounted into another repository.
     s.push_blob("team/c", &first).await;

@@ -15,7 +15,7 @@ use crate::auth::namespaces::Namespaces;
 use crate::auth::throttle::Throttle;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{Authenticator, Authorizer, Users};
-use crate::config::{AuthMode, Config, StorageConfig};
+use crate::config::{AuthMode, Config};
 use crate::http::auth::Gate;
 use crate::http::{self, AppState, HttpSettings, Peer, PlainListener};
 use crate::lifecycle::policies::{Policies, PolicyTexts};
@@ -29,9 +29,9 @@ use crate::ops::ratelimit::RateLimits;
 use crate::ops::webhooks::Webhooks;
 use crate::proxy::Proxy;
 use crate::registry::{Policy, Registry, Service};
-use crate::storage::fs::FsStorage;
-use crate::storage::Storage;
 use crate::tls::Tls;
+
+mod backends;
 
 pub struct App {
     pub registry: Arc<Registry>,
@@ -131,13 +131,7 @@ impl Services {
     pub async fn open(cfg: &Config) -> anyhow::Result<Services> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-        let storage: Arc<dyn Storage> = match cfg.storage {
-            StorageConfig::Filesystem => {
-                Arc::new(FsStorage::open(&cfg.data_dir).await.with_context(|| {
-                    format!("data dir {} is not usable", cfg.data_dir.display())
-                })?)
-            }
-        };
+        let storage = backends::open_storage(cfg).await?;
         let sqlite = Arc::new(
             SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
                 .await

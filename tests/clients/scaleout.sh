@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Real-client tests of berth on shared storage, and of switching to it:
+#  - a Distribution registry (Debian's docker-registry) filled by skopeo (an OCI image, a
+#    multi-arch index, a Docker schema 2 image) is imported with `berth import-distribution`
+#    into berth storing its blobs in Garage (S3); skopeo pulls every tag back byte-exact, and
+#    a second import copies nothing;
+#  - skopeo and podman push to and pull from berth on S3, and blob downloads may be
+#    redirected to presigned URLs, which skopeo follows.
+# Prints one PASS/FAIL line per check, then "N passed, M failed". Exits non-zero on any failure.
+#
+#   tests/clients/scaleout.sh
+#
+# Environment:
+#   BERTH=/path/to/berth   use this binary (default: cargo build --release, target/release/berth)
+#   KEEP=1                 keep the temp dir (logs) for inspection
+#   SKIP_PODMAN=1          skip the podman check (printed as SKIP)
+#   TEST_S3_*        an S3 server to use (scripts/test.sh starts Garage and sets them);
+#                          without them this script starts its own Garage node
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+. "$HERE/lib.sh"
+. "$ROOT/scripts/garage.sh"
+
+need curl:curl jq:jq python3:python3 skopeo:skopeo podman:podman sha256sum:coreutils \
+    docker-registry:docker-registry openssl:openssl
+
+if [ -z "${BERTH:-}" ]; then
+    (cd "$ROOT" && cargo build --release --quiet --bin berth)
+    BERTH=$ROOT/target/release/berth
+fi
+[ -x "$BERTH" ] || { echo "no berth binary at $BERTH" >&2; exit 2; }
+
+W=/tmp/berth-so.$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+mkdir -m 700 "$W"
+UP_PID=
+cleanup() {
+    local rc=$?
+    if [ -n "$BERTH_PID" ] && kill -0 "$BERTH_PID" 2>/dev/null; then
+        stop_berth || true
+    fi
+    [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
+    garage_stop
+    remove_workdir
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${TEST_S3_ENDPOINT:-}" ]; then
+    garage_install
+    garage_start "$W/garage" 1
+fi
+PREFIX=so-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+
+POLICY=$W/policy.json
+echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$POLICY"
+SKOPEO=(skopeo --policy "$POLICY")
+printf 'unqualified-search-registries = []\n' >"$W/registries.conf"
+export CONTAINERS_REGISTRIES_CONF=$W/registries.conf
+export REGISTRY_AUTH_FILE=$W/auth.json
+echo '{"auths":{}}' >"$REGISTRY_AUTH_FILE"
+ACCEPT=(-H "Accept: application/vnd.oci.image.manifest.v1+json"
+    -H "Accept: application/vnd.oci.image.index.v1+json"
+    -H "Accept: application/vnd.docker.distribution.manifest.v2+json"
+    -H "Accept: application/vnd.docker.distribution.manifest.list.v2+json")
+
+# berth's configuration: blobs in the S3 bucket under $PREFIX, metadata in the data dir.
+write_config() { # REDIRECT
+    cat >"$W/berth.yaml" <<EOF
+storage:
+  driver: s3
+  s3:
+    bucket: $TEST_S3_BUCKET
+    prefix: $PREFIX
+    region: garage
+    endpoint: $TEST_S3_ENDPOINT
+    path_style: true
+    access_key_id: $TEST_S3_KEY_ID
+    secret_access_key_file: $W/s3.secret
+    redirect: $1
+EOF
+}
+printf '%s\n' "$TEST_S3_SECRET" >"$W/s3.secret"
+write_config false
+LOG=$W/berth.log
+DATA_DIR=$W/data
+
+LAYOUT=$W/layout
+python3 "$HERE/mkimages.py" "$LAYOUT" >"$W/images.json"
+
+# ---------------------------------------------------------------------------------------------
+# A Distribution registry to import from
+
+UP=127.0.0.1:$(free_port)
+cat >"$W/upstream.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $W/distribution
+http:
+  addr: $UP
+EOF
+env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
+    docker-registry serve "$W/upstream.yml" >"$W/upstream.log" 2>&1 &
+UP_PID=$!
+for _ in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$UP/v2/")" = 200 ] && break
+    sleep 0.1
+done
+
+fill_distribution() {
+    "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$UP/team/app:1.0"
+    "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$UP/team/app:latest"
+    "${SKOPEO[@]}" copy --dest-tls-verify=false --all "oci:$LAYOUT:multi" "docker://$UP/library/alpine:multi"
+    "${SKOPEO[@]}" copy --dest-tls-verify=false --format v2s2 "oci:$LAYOUT:img" "docker://$UP/library/busybox:1"
+    local ref
+    for ref in team/app:1.0 team/app:latest library/alpine:multi library/busybox:1; do
+        curl -sS -f "${ACCEPT[@]}" "http://$UP/v2/${ref%%:*}/manifests/${ref#*:}" >"$W/want-${ref//[\/:]/_}"
+    done
+}
+check "skopeo fills a Distribution 2.8 registry (OCI image, multi-arch index, Docker v2 image)" fill_distribution
+kill "$UP_PID"
+wait "$UP_PID" 2>/dev/null || true
+UP_PID=
+
+import_it() {
+    "$BERTH" import-distribution "$W/distribution" --config "$W/berth.yaml" \
+        --data-dir "$DATA_DIR" --json >"$W/import.json"
+    cat "$W/import.json"
+    eq "$(jq -r .repositories "$W/import.json")" 3 repositories
+    eq "$(jq -r .tags "$W/import.json")" 4 tags
+    eq "$(jq -r '.skipped | length' "$W/import.json")" 0 skipped
+    [ "$(jq -r .blobs_copied "$W/import.json")" -gt 3 ]
+}
+check "berth import-distribution copies every repository into S3 storage" import_it
+
+start_berth --config "$W/berth.yaml"
+REG=127.0.0.1:$PORT
+echo "berth $REG, blobs in $TEST_S3_ENDPOINT bucket $TEST_S3_BUCKET prefix $PREFIX"
+
+pull_imported() {
+    local ref got
+    for ref in team/app:1.0 team/app:latest library/alpine:multi library/busybox:1; do
+        got=$(curl -sS -f "${ACCEPT[@]}" "http://$REG/v2/${ref%%:*}/manifests/${ref#*:}")
+        eq "$(printf '%s' "$got" | sha256sum)" "$(sha256sum <"$W/want-${ref//[\/:]/_}")" "$ref manifest bytes"
+    done
+    rm -rf "$W/pull"
+    "${SKOPEO[@]}" copy --src-tls-verify=false --all "docker://$REG/library/alpine:multi" "oci:$W/pull:multi"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/library/busybox:1" "oci:$W/pull:busybox"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/team/app:1.0" "oci:$W/pull:app"
+    verify_layout_blobs "$W/pull"
+}
+check "skopeo pulls every imported tag back from berth on S3, manifests byte-exact" pull_imported
+
+reimport() {
+    "$BERTH" import-distribution "$W/distribution" --config "$W/berth.yaml" \
+        --data-dir "$DATA_DIR" --json >"$W/import2.json"
+    eq "$(jq -r .blobs_copied "$W/import2.json")" 0 "blobs copied again"
+    eq "$(jq -r .tags "$W/import2.json")" 4 tags
+}
+check "a second import beside the running server copies nothing" reimport
+
+push_pull_s3() {
+    "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$REG/s3/img:v1"
+    rm -rf "$W/pull2"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/s3/img:v1" "oci:$W/pull2:v1"
+    verify_layout_blobs "$W/pull2"
+    eq "$(layout_ref "$W/pull2" v1)" "$(jq -r .img.manifest "$W/images.json")" "manifest digest"
+    [ ! -d "$DATA_DIR/blobs" ] || [ -z "$(find "$DATA_DIR/blobs" -type f)" ]
+}
+check "skopeo pushes to and pulls from berth on S3; no blob in the data dir" push_pull_s3
+
+podman_s3() {
+    local id out
+    mkdir -p "$W/podman/tmp"
+    export CONTAINERS_STORAGE_CONF=$W/podman/storage.conf
+    printf '[storage]\ndriver = "vfs"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+        "$W/podman/run" "$W/podman/root" >"$CONTAINERS_STORAGE_CONF"
+    local P=(podman --root "$W/podman/root" --runroot "$W/podman/run" --storage-driver vfs
+        --events-backend file --cgroup-manager cgroupfs --tmpdir "$W/podman/tmp")
+    id=$(jq -r .img.config "$W/images.json" | cut -d: -f2)
+    "${P[@]}" pull --signature-policy "$POLICY" "oci:$LAYOUT:img"
+    "${P[@]}" tag "$id" "$REG/s3/podman:v1"
+    "${P[@]}" push --tls-verify=false --signature-policy "$POLICY" "$REG/s3/podman:v1"
+    "${P[@]}" rmi -f "$id"
+    "${P[@]}" pull --tls-verify=false --signature-policy "$POLICY" "$REG/s3/podman:v1"
+    out=$("${P[@]}" image inspect "$REG/s3/podman:v1")
+    eq "$(jq -r '.[0].Id' <<<"$out")" "$id" "image id (config digest)"
+    eq "$(jq -c '.[0].RootFS.Layers' <<<"$out")" "$(jq -c .img.diff_ids "$W/images.json")" "RootFS layers"
+}
+if [ "${SKIP_PODMAN:-0}" = 1 ]; then
+    echo "SKIP: podman on S3 (SKIP_PODMAN=1 given)"
+else
+    check "podman pushes to and pulls from berth on S3" podman_s3
+fi
+
+stop_berth
+write_config true
+start_berth --config "$W/berth.yaml"
+REG=127.0.0.1:$PORT
+
+redirected_pull() {
+    local layer code
+    layer=$(jq -r '.img.layers[0]' "$W/images.json")
+    code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://$REG/v2/s3/img/blobs/$layer")
+    echo "$code"
+    [ "${code%% *}" = 307 ]
+    case "$code" in *X-Amz-Signature*) ;; *) echo "not a presigned URL"; return 1 ;; esac
+    rm -rf "$W/pull3"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/s3/img:v1" "oci:$W/pull3:v1"
+    verify_layout_blobs "$W/pull3"
+}
+check "with redirect: true, blob GETs answer 307 to a presigned URL and skopeo follows it" redirected_pull
+
+stop_berth
+echo
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
