@@ -23,6 +23,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# log die free_port wait_ready push_blob load vmhwm_kb median best ratio fmt
+. "$ROOT/bench/lib.sh"
 for v in $(compgen -e | grep '^BERTH_' || true); do unset "$v"; done
 BERTH_BIN=${BENCH_BERTH_BIN:-$ROOT/target/release/berth}
 LOAD_SECS=${LOAD_SECS:-10}
@@ -34,8 +36,6 @@ BERTH_LOG_LEVEL=${BENCH_BERTH_LOG_LEVEL:-warn}
 REPO=bench
 ONE_GIB=1073741824
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
 
 # ---------------------------------------------------------------- prerequisites
 need_apt=()
@@ -91,16 +91,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-wait_ready() { # url pid name
-    for _ in $(seq 1 300); do
-        kill -0 "$2" 2>/dev/null || { tail -n 20 "$WORK/$3.log" >&2; die "$3 exited during start-up"; }
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$1/v2/") == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "$3 did not become ready"
-}
 
 # ---------------------------------------------------------------- start both servers
 BERTH_PORT=$(free_port); PEER_PORT=$(free_port)
@@ -136,53 +127,8 @@ log "berth pid $BERTH_PID on $BERTH_PORT, peer pid $PEER_PID on $PEER_PORT, data
 declare -A R   # results: R[metric.berth], R[metric.peer]
 
 # ---------------------------------------------------------------- helpers
-# push_blob BASE FILE DIGEST -> prints "HTTP_CODE TIME_TOTAL" of the PUT (POST not timed)
-push_blob() {
-    local base=$1 file=$2 digest=$3 loc sep
-    loc=$(curl -sS -o /dev/null -D - -X POST "$base/v2/$REPO/blobs/uploads/" |
-        awk 'tolower($1)=="location:"{print $2}' | tr -d '\r')
-    [[ -n $loc ]] || die "no Location from POST $base"
-    [[ $loc == http* ]] || loc=$base$loc
-    sep='?'; [[ $loc == *\?* ]] && sep='&'
-    # -T streams the file (curl refuses --data-binary @file for files of 1 GiB and more).
-    curl -sS -o /dev/null -w '%{http_code} %{time_total}' -X PUT -H 'Expect:' \
-        -H 'Content-Type: application/octet-stream' -T "$file" "$loc${sep}digest=$digest" ||
-        echo "curl-failed 0"
-}
 
-# load URL METHOD -> sets LOAD_RPS, LOAD_P99_MS, LOAD_OK (fraction of 2xx)
-load() {
-    local url=$1 method=$2 out
-    if [[ $LOADGEN == oha ]]; then
-        out=$(oha -z "${LOAD_SECS}s" -c "$CONNS" --no-tui --output-format json -m "$method" \
-            -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$url")
-        LOAD_RPS=$(jq -r '.summary.requestsPerSec' <<<"$out")
-        LOAD_P99_MS=$(jq -r '.latencyPercentiles.p99 * 1000' <<<"$out")
-        LOAD_OK=$(jq -r '[.statusCodeDistribution | to_entries[] |
-            select(.key|startswith("2")) | .value] | add // 0' <<<"$out")
-        local total
-        total=$(jq -r '[.statusCodeDistribution | to_entries[] | .value] | add // 0' <<<"$out")
-        [[ $LOAD_OK == "$total" && $total -gt 0 ]] ||
-            log "WARNING: $url: $LOAD_OK of $total responses were 2xx ($(jq -c .statusCodeDistribution <<<"$out"))"
-    elif [[ $method == HEAD ]]; then
-        # wrk's response parser waits for a body after a HEAD's Content-Length: unusable.
-        log "WARNING: wrk cannot load-test HEAD; install oha for this figure"
-        LOAD_RPS=0; LOAD_P99_MS=0
-    else
-        local lua=$WORK/method.lua
-        printf 'wrk.method = "%s"\nwrk.headers["Accept"] = "application/vnd.oci.image.manifest.v1+json"\n' \
-            "$method" >"$lua"
-        out=$(wrk -t2 -c"$CONNS" -d"${LOAD_SECS}s" --latency -s "$lua" "$url")
-        LOAD_RPS=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
-        LOAD_P99_MS=$(awk '$1=="99%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000}
-            else if (v ~ /ms$/) sub(/ms/,"",v); else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-        if grep -q 'Non-2xx' <<<"$out"; then log "WARNING: $url: non-2xx responses"; fi
-    fi
-}
 
-vmhwm_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
-median() { sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-best() { sort -g | tail -n1; }
 
 # Each 1 GiB run alternates berth, peer, berth, peer... so slow drifts in background load (this
 # host may be shared) hit both alike; push reports the median, pull the best run.
@@ -295,7 +241,6 @@ wait "$PEER_PID" 2>/dev/null || true
 PIDS=()
 
 # ---------------------------------------------------------------- report
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 == 0 || b+0 == 0) print "n/a"; else printf "%.2fx", a/b }'; }
 mark() { case $1 in 1) echo PASS ;; 0) echo "**MISS**" ;; *) echo "n/a" ;; esac; }
 ge() { [[ $1 == n/a* || -z $1 ]] && { echo na; return; }; awk -v a="${1%x}" -v b="$2" 'BEGIN{ print (a+0 >= b+0) ? 1 : 0 }'; }
 le() { [[ $1 == n/a* || -z $1 ]] && { echo na; return; }; awk -v a="${1%x}" -v b="$2" 'BEGIN{ print (a+0 <= b+0) ? 1 : 0 }'; }
@@ -309,7 +254,6 @@ head_ratio=$(ratio "${R[head.berth]}" "${R[head.peer]}")
 small_ratio=$(ratio "${R[smallps.berth]}" "${R[smallps.peer]}")
 rss_ratio=$(ratio "${R[rss.berth]}" "${R[rss.peer]}")
 
-fmt() { awk -v v="$1" -v d="${2:-1}" 'BEGIN{printf "%.*f", d, v}'; }
 
 OUT=${BENCH_OUT:-$ROOT/bench/results.md}
 {

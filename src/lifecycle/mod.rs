@@ -161,9 +161,12 @@ impl Lifecycle {
         }))
     }
 
-    /// Deletes a blob's bytes: for the metadata store to call under its write lock.
-    fn deleter(&self) -> impl Fn(Digest) -> BoxFuture<'static, std::io::Result<()>> + Send + Sync {
-        crate::storage::deleter(self.storage.clone())
+    /// Deletes blobs' bytes in batches: for the metadata store to call under its write lock.
+    fn deleter(
+        &self,
+    ) -> impl Fn(Vec<Digest>, usize) -> BoxFuture<'static, Vec<std::io::Result<()>>> + Send + Sync
+    {
+        crate::storage::batch_deleter(self.storage.clone())
     }
 }
 

@@ -16,10 +16,13 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use sqlx::Row;
 
-use super::proxy::DeleteBytes;
+/// Deletes many blobs' bytes (`parallel` requests at a time): one outcome per digest, in
+/// order. Called by [`GcStore::gc_finish`] while no link to them can be made.
+pub type DeleteBatch<'a> = &'a (dyn Fn(Vec<Digest>, usize) -> futures::future::BoxFuture<'static, Vec<std::io::Result<()>>>
+         + Send
+         + Sync);
 use super::sqlite::SqliteMetadata;
 use super::{now, MetadataError, Result};
 use crate::oci::Digest;
@@ -59,14 +62,15 @@ pub trait GcStore: Send + Sync + 'static {
     ) -> Result<(Vec<DoomedBlob>, Cursor)>;
     /// Blobs claimed but whose bytes are not yet deleted (left by a crash, or just claimed).
     async fn gc_pending(&self, limit: u32) -> Result<Vec<DoomedBlob>>;
-    /// Deletes the bytes of `batch` (those still without a row), `parallel` at a time, under
-    /// the write lock, and forgets them. Returns the ones whose bytes went, and how many
-    /// pending entries were settled (deleted, or stored again meanwhile and kept).
+    /// Deletes the bytes of `batch` (those still without a row) in one call to `delete`
+    /// (`parallel` requests at a time), under the write lock, and forgets them. Returns the
+    /// ones whose bytes went, and how many pending entries were settled (deleted, or stored
+    /// again meanwhile and kept).
     async fn gc_finish(
         &self,
         batch: &[DoomedBlob],
         parallel: usize,
-        delete: DeleteBytes<'_>,
+        delete: DeleteBatch<'_>,
     ) -> Result<(Vec<DoomedBlob>, usize)>;
     /// Removes up to `limit` links idle past the cutoff to blobs their repository does not
     /// reference (the blob stays: something else references it). Returns how many went and
@@ -223,7 +227,7 @@ impl GcStore for SqliteMetadata {
         &self,
         batch: &[DoomedBlob],
         parallel: usize,
-        delete: DeleteBytes<'_>,
+        delete: DeleteBatch<'_>,
     ) -> Result<(Vec<DoomedBlob>, usize)> {
         if batch.is_empty() {
             return Ok((Vec::new(), 0));
@@ -239,28 +243,22 @@ impl GcStore for SqliteMetadata {
         .await?
         .into_iter()
         .collect();
-        let deletions: Vec<_> = batch
+        let doomed: Vec<&DoomedBlob> = batch
             .iter()
             .filter(|b| !revived.contains(&b.digest.to_string()))
-            .map(|b| {
-                let pending = delete(b.digest.clone());
-                let b = b.clone();
-                async move {
-                    match pending.await {
-                        Ok(()) => Some(b),
-                        Err(e) => {
-                            tracing::warn!(digest = %b.digest, error = %e, "cannot delete blob bytes; GC will try again");
-                            None
-                        }
-                    }
+            .collect();
+        let outcomes = delete(doomed.iter().map(|b| b.digest.clone()).collect(), parallel).await;
+        let gone: Vec<DoomedBlob> = doomed
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(b, outcome)| match outcome {
+                Ok(()) => Some(b.clone()),
+                Err(e) => {
+                    tracing::warn!(digest = %b.digest, error = %e, "cannot delete blob bytes; GC will try again");
+                    None
                 }
             })
             .collect();
-        let gone: Vec<DoomedBlob> = futures::stream::iter(deletions)
-            .buffer_unordered(parallel.max(1))
-            .filter_map(futures::future::ready)
-            .collect()
-            .await;
         let forget: Vec<String> = gone
             .iter()
             .map(|b| b.digest.to_string())

@@ -60,13 +60,17 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob; `false` when it did not exist.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
 
-    /// Removes many committed blobs; missing ones are fine. Backends with multi-object
-    /// deletes send them in batches.
-    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
-        for d in digests {
-            self.delete(d).await?;
-        }
-        Ok(())
+    /// Removes many committed blobs, `parallel` requests at a time; a missing one counts as
+    /// removed. One outcome per digest, in order. Backends with multi-object deletes send
+    /// them in batches.
+    async fn delete_many(&self, digests: &[Digest], parallel: usize) -> Vec<Result<()>> {
+        use futures::StreamExt;
+        let deletes: Vec<_> = digests.iter().map(|d| self.delete(d)).collect();
+        futures::stream::iter(deletes)
+            .buffered(parallel.max(1))
+            .map(|r| r.map(|_| ()))
+            .collect()
+            .await
     }
 
     /// A URL the client may download the blob from directly (a presigned object-store URL),
@@ -171,6 +175,25 @@ pub fn deleter(
     storage: std::sync::Arc<dyn Storage>,
 ) -> impl Fn(Digest) -> futures::future::BoxFuture<'static, io::Result<()>> + Send + Sync {
     blob_op(storage, |s, d| Box::pin(async move { s.delete(&d).await }))
+}
+
+/// Many blobs' bytes deleted at once, as a closure for GC's guarded removals: one outcome
+/// per digest, in order.
+pub fn batch_deleter(
+    storage: std::sync::Arc<dyn Storage>,
+) -> impl Fn(Vec<Digest>, usize) -> futures::future::BoxFuture<'static, Vec<io::Result<()>>> + Send + Sync
+{
+    move |digests: Vec<Digest>, parallel: usize| {
+        let storage = storage.clone();
+        Box::pin(async move {
+            storage
+                .delete_many(&digests, parallel)
+                .await
+                .into_iter()
+                .map(|r| r.map_err(|e| io::Error::other(e.to_string())))
+                .collect()
+        })
+    }
 }
 
 /// A blob's bytes moved out of service (scrub found them corrupt), as a closure like

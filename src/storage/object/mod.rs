@@ -152,6 +152,33 @@ impl ObjectStorage {
         let got = self.store.get_opts(key, opts).await.map_err(not_found)?;
         Ok(got.into_stream().map_err(io).map_err(into_io).boxed())
     }
+
+    /// One multi-object delete: an outcome per digest, in order (a key the store reports
+    /// missing counts as deleted).
+    async fn delete_batch(&self, batch: &[Digest]) -> Vec<Result<()>> {
+        let keys: Vec<Path> = batch.iter().map(|d| self.blob_key(d)).collect();
+        let paths = futures::stream::iter(keys.clone().into_iter().map(Ok)).boxed();
+        let results: Vec<_> = self.store.delete_stream(paths).collect().await;
+        let mut failed: Option<String> = None;
+        let mut gone = std::collections::HashSet::new();
+        for r in results {
+            match r {
+                Ok(p) => {
+                    gone.insert(p);
+                }
+                Err(object_store::Error::NotFound { path, .. }) => {
+                    gone.insert(Path::from(path));
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        keys.into_iter()
+            .map(|k| match (&failed, gone.contains(&k)) {
+                (_, true) | (None, false) => Ok(()),
+                (Some(e), false) => Err(StorageError::Io(std::io::Error::other(e.clone()))),
+            })
+            .collect::<Vec<_>>()
+    }
 }
 
 /// An object store error as an I/O error.
@@ -214,8 +241,16 @@ impl BlobStore for ObjectStorage {
         }
     }
 
-    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
-        self.delete_all(digests.iter().map(|d| self.blob_key(d)).collect())
+    async fn delete_many(&self, digests: &[Digest], parallel: usize) -> Vec<Result<()>> {
+        // Multi-object deletes of up to DELETE_BATCH keys, `parallel` requests at a time.
+        let batches: Vec<futures::future::BoxFuture<'_, Vec<Result<()>>>> = digests
+            .chunks(DELETE_BATCH)
+            .map(|batch| futures::FutureExt::boxed(self.delete_batch(batch)))
+            .collect();
+        futures::stream::iter(batches)
+            .buffered(parallel.max(1))
+            .flat_map(futures::stream::iter)
+            .collect()
             .await
     }
 
