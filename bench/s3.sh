@@ -84,7 +84,7 @@ storage:
 http:
   addr: 127.0.0.1:$PEER_PORT
 YAML
-env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
+env -u AWS_CA_BUNDLE $(compgen -e | grep "^REGISTRY_" | sed "s/^/-u /") \
     docker-registry serve "$WORK/peer.yml" >"$WORK/peer.log" 2>&1 &
 PIDS+=($!)
 BASE[peer]=http://127.0.0.1:$PEER_PORT
