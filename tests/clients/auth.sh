@@ -46,7 +46,7 @@ need "${tools[@]}"
 
 if [ -z "${BERTH:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet --bin berth)
-    BERTH=$ROOT/target/release/berth
+    BERTH=${CARGO_TARGET_DIR:-$ROOT/target}/release/berth
 fi
 [ -x "$BERTH" ] || { echo "no berth binary at $BERTH" >&2; exit 2; }
 T1=$(date +%s)

@@ -25,7 +25,7 @@ need curl:curl jq:jq python3:python3 skopeo:skopeo sha256sum:coreutils
 
 if [ -z "${BERTH:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet --bin berth)
-    BERTH=$ROOT/target/release/berth
+    BERTH=${CARGO_TARGET_DIR:-$ROOT/target}/release/berth
 fi
 [ -x "$BERTH" ] || { echo "no berth binary at $BERTH" >&2; exit 2; }
 

@@ -59,7 +59,7 @@ fi
 
 if [ -z "${BERTH:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet --bin berth)
-    BERTH=$ROOT/target/release/berth
+    BERTH=${CARGO_TARGET_DIR:-$ROOT/target}/release/berth
 fi
 [ -x "$BERTH" ] || { echo "no berth binary at $BERTH" >&2; exit 2; }
 BERTH=$(cd "$(dirname "$BERTH")" && pwd)/$(basename "$BERTH")
