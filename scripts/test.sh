@@ -3,10 +3,12 @@
 # (cargo nextest), the API suites again over S3 storage, then the real-client scripts
 # (skopeo, podman, docker, ctr, oras, curl).
 # Installs what it needs when it is missing: Debian packages with apt-get, cargo-nextest and
-# Garage (the S3 server, cached in ~/.cargo/bin) with cargo.
+# Garage (the S3 server, cached in ~/.cargo/bin) with cargo, Azurite (the Azure Blob Storage
+# emulator) with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage.sh
+. scripts/azurite.sh
 
 need=()
 for pkg_cmd in skopeo:skopeo podman:podman curl:curl openssl:openssl; do
@@ -23,13 +25,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 garage_install
+azurite_install
 
 cargo build --release --locked
 
-# One Garage node for every test that stores blobs in S3.
+# One Garage node for every test that stores blobs in S3, and Azurite for the Azure driver.
 SERVICES=$(mktemp -d /tmp/berth-services.XXXXXX)
-trap 'garage_stop; rm -rf "$SERVICES"' EXIT
+trap 'garage_stop; azurite_stop; rm -rf "$SERVICES"' EXIT
 garage_start "$SERVICES/garage" 1
+azurite_start "$SERVICES/azurite"
 
 cargo nextest run --release --locked --no-fail-fast
 # The HTTP API suites once more with every server's blobs in S3.

@@ -311,56 +311,80 @@ storage_suite!(filesystem, async {
     (dir, Box::new(store) as Box<dyn Storage>)
 });
 
-/// The S3 server the test command started (Garage), from `TEST_S3_*`: each test gets a
-/// prefix of its own in the shared bucket. Without one the suite is skipped, except under CI,
-/// where that is a failure.
-pub fn s3_test_store() -> Option<(std::sync::Arc<object_store::aws::AmazonS3>, String)> {
-    let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "TEST_S3_ENDPOINT is unset: run the suite through scripts/test.sh"
-        );
-        eprintln!("skipped: no S3 server (TEST_S3_ENDPOINT unset)");
-        return None;
-    };
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"));
+/// The environment names an object store the test command started, or the suite is skipped
+/// (except under CI, where that is a failure).
+fn configured(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} is unset: run the suite through scripts/test.sh"
+            );
+            eprintln!("skipped: {var} unset");
+            None
+        }
+    }
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"))
+}
+
+/// The S3 server the test command started (Garage, from `TEST_S3_*`), and a prefix of the
+/// test's own in the shared bucket.
+pub fn s3_test_store() -> Option<(std::sync::Arc<dyn object_store::ObjectStore>, String)> {
+    let endpoint = configured("TEST_S3_ENDPOINT")?;
     let store = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(endpoint)
         .with_allow_http(true)
         .with_region("garage")
-        .with_bucket_name(var("TEST_S3_BUCKET"))
-        .with_access_key_id(var("TEST_S3_KEY_ID"))
-        .with_secret_access_key(var("TEST_S3_SECRET"))
+        .with_bucket_name(env("TEST_S3_BUCKET"))
+        .with_access_key_id(env("TEST_S3_KEY_ID"))
+        .with_secret_access_key(env("TEST_S3_SECRET"))
         .build()
         .expect("S3 test store");
     let prefix = format!("suite-{}", UploadId::new_random());
     Some((std::sync::Arc::new(store), prefix))
 }
 
-macro_rules! s3_suite {
-    ($($name:ident),*) => {
-        mod s3 {
+/// The Azure Blob Storage emulator the test command started (Azurite, from `TEST_AZURE_*`).
+pub fn azure_test_store() -> Option<(std::sync::Arc<dyn object_store::ObjectStore>, String)> {
+    let endpoint = configured("TEST_AZURE_ENDPOINT")?;
+    let store = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_account(env("TEST_AZURE_ACCOUNT"))
+        .with_access_key(env("TEST_AZURE_KEY"))
+        .with_container_name(env("TEST_AZURE_CONTAINER"))
+        .build()
+        .expect("Azure test store");
+    let prefix = format!("suite-{}", UploadId::new_random());
+    Some((std::sync::Arc::new(store), prefix))
+}
+
+macro_rules! object_suite {
+    ($module:ident, $store:ident; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let Some((store, prefix)) = super::s3_test_store() else { return };
+                    let Some((store, prefix)) = super::$store() else { return };
                     let s = super::super::object::ObjectStorage::new(store, &prefix);
                     super::$name(&s).await;
                 }
             )*
         }
     };
+    ($($backend:ident: $store:ident),*) => {
+        $(
+            object_suite!($backend, $store; put_stat_read_delete, upload_appends_and_commits,
+                unacknowledged_bytes_are_dropped, commit_truncates_to_acknowledged_length,
+                short_uploads_are_refused, commit_deduplicates_and_cancel_forgets,
+                empty_blobs_work, followed_uploads_are_readable_as_they_grow,
+                quarantine_takes_a_blob_out_of_service, large_blobs_go_in_parts);
+        )*
+    };
 }
 
-s3_suite!(
-    put_stat_read_delete,
-    upload_appends_and_commits,
-    unacknowledged_bytes_are_dropped,
-    commit_truncates_to_acknowledged_length,
-    short_uploads_are_refused,
-    commit_deduplicates_and_cancel_forgets,
-    empty_blobs_work,
-    followed_uploads_are_readable_as_they_grow,
-    quarantine_takes_a_blob_out_of_service,
-    large_blobs_go_in_parts
-);
+object_suite!(s3: s3_test_store, azure: azure_test_store);

@@ -5,7 +5,8 @@
 #    into berth storing its blobs in Garage (S3); skopeo pulls every tag back byte-exact, and
 #    a second import copies nothing;
 #  - skopeo and podman push to and pull from berth on S3, and blob downloads may be
-#    redirected to presigned URLs, which skopeo follows.
+#    redirected to presigned URLs, which skopeo follows;
+#  - on three Garage nodes with replication 3, one node killed, pushes and pulls continue.
 # Prints one PASS/FAIL line per check, then "N passed, M failed". Exits non-zero on any failure.
 #
 #   tests/clients/scaleout.sh
@@ -217,6 +218,39 @@ redirected_pull() {
 check "with redirect: true, blob GETs answer 307 to a presigned URL and skopeo follows it" redirected_pull
 
 stop_berth
+
+# ---------------------------------------------------------------------------------------------
+# Three Garage nodes, replication 3: one killed, berth keeps taking pushes and serving pulls.
+
+garage_start "$W/garage3" 3
+PREFIX=so3-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+printf '%s\n' "$TEST_S3_SECRET" >"$W/s3.secret"
+write_config false
+DATA_DIR=$W/data3
+start_berth --config "$W/berth.yaml"
+REG=127.0.0.1:$PORT
+node_down() {
+    "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$REG/ha/img:before"
+    local node=${GARAGE_PIDS[-1]}
+    kill -KILL "$node"
+    # Gone, or a zombie its parent (this script's shell) has not reaped yet.
+    for _ in $(seq 1 50); do
+        [ ! -e "/proc/$node" ] || grep -q '^State:.*Z' "/proc/$node/status" && break
+        sleep 0.1
+    done
+    [ ! -e "/proc/$node" ] || grep -q '^State:.*Z' "/proc/$node/status"
+    "${SKOPEO[@]}" copy --dest-tls-verify=false --all "oci:$LAYOUT:multi" "docker://$REG/ha/multi:after"
+    rm -rf "$W/pull4"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/ha/img:before" "oci:$W/pull4:before"
+    "${SKOPEO[@]}" copy --src-tls-verify=false --all "docker://$REG/ha/multi:after" "oci:$W/pull4:after"
+    verify_layout_blobs "$W/pull4"
+    eq "$(layout_ref "$W/pull4" before)" "$(jq -r .img.manifest "$W/images.json")" "manifest digest"
+    eq "$(layout_ref "$W/pull4" after)" "$(jq -r .multi.index "$W/images.json")" "index digest"
+    eq "$(curl -s -o /dev/null -w '%{http_code}' "http://$REG/readyz")" 200 "readiness"
+}
+check "three Garage nodes, one killed: skopeo pushes and pulls continue, berth stays ready" node_down
+stop_berth
+
 echo
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

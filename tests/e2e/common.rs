@@ -80,6 +80,30 @@ pub fn s3_storage() -> Option<berth::config::StorageConfig> {
     })
 }
 
+/// Storage in the Azure Blob Storage emulator the test command started (Azurite, from
+/// `TEST_AZURE_*`), under a prefix of its own; `None` when there is none, which fails under CI.
+pub fn azure_storage() -> Option<berth::config::StorageConfig> {
+    let Ok(endpoint) = std::env::var("TEST_AZURE_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TEST_AZURE_ENDPOINT is unset: run the suite through scripts/test.sh"
+        );
+        eprintln!("skipped: no Azure emulator (TEST_AZURE_ENDPOINT unset)");
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"));
+    Some(berth::config::StorageConfig::Azure {
+        azure: berth::config::AzureConfig {
+            account: var("TEST_AZURE_ACCOUNT"),
+            container: var("TEST_AZURE_CONTAINER"),
+            prefix: format!("e2e-{}", hex::encode(random_bytes(8))),
+            access_key: Some(var("TEST_AZURE_KEY")),
+            endpoint: Some(endpoint),
+            ..Default::default()
+        },
+    })
+}
+
 /// What the server logged in this test process (every server's lines; each test file runs its
 /// tests in their own processes under nextest).
 static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();

@@ -1,7 +1,9 @@
-//! Blobs in an S3 server (Garage, started by scripts/test.sh): chunked and monolithic pushes
+//! Blobs in an object store. In an S3 server (Garage, started by scripts/test.sh): chunked and
+//! monolithic pushes
 //! (spec: "Pushing a blob in chunks", "Pushing a blob monolithically"), ranged pulls
 //! ("Pulling blobs"), one object per blob holding its raw bytes under the prefix, redirects
-//! to presigned URLs, GC removing objects, restart, and readiness following the store.
+//! to presigned URLs, GC removing objects, restart, and readiness following the store. In the
+//! Azure emulator (Azurite): the same driver code through `driver: azure`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,4 +244,41 @@ async fn readiness_follows_the_object_store() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["checks"]["storage"]["ok"], false, "{v}");
     assert_eq!(v["checks"]["database"]["ok"], true, "{v}");
+}
+
+#[tokio::test]
+async fn the_azure_driver_pushes_pulls_and_collects() {
+    let Some(storage) = azure_storage() else {
+        return;
+    };
+    let s = TestServer::start_with(|c| c.storage = storage).await;
+    let (img, _) = s.push_image("azure/app", "v1", 2).await;
+    let data = random_bytes(3 << 20);
+    let digest = s.push_blob("azure/app", &data).await;
+    let part = s
+        .get(&format!("/v2/azure/app/blobs/{digest}"))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.bytes().await.unwrap(), &data[100..200]);
+    let s = s.restart().await;
+    let m = s.get("/v2/azure/app/manifests/v1").send().await.unwrap();
+    assert_eq!(m.bytes().await.unwrap(), img.manifest);
+    let layer = s.get_blob("azure/app", &img.layers[1].digest).await;
+    assert_eq!(layer.status(), StatusCode::OK);
+    let report = s
+        .lifecycle
+        .gc(GcOptions {
+            dry_run: false,
+            grace: Some(Duration::ZERO),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.blobs, 1, "the unreferenced blob goes: {report:?}");
+    s.assert_not_found(&format!("/v2/azure/app/blobs/{digest}"), "BLOB_UNKNOWN")
+        .await;
+    let ready = s.get("/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
 }
