@@ -112,6 +112,12 @@ fn main() -> ExitCode {
         Command::ImportDistribution { dir, json, common } => {
             run_command(import::distribution(&common, &dir, json))
         }
+        Command::Migrate {
+            to,
+            parallel,
+            json,
+            common,
+        } => run_command(import::migrate(&common, &to, parallel, json)),
         Command::Policy { command } => run_command(policy::run(command)),
         Command::Audit {
             repo,

@@ -130,6 +130,23 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Copy every blob to the storage another configuration file sets (the data dir to S3,
+    /// GCS or Azure, or back), each verified as it is copied; then switch `storage:` to it.
+    /// Run it while the server runs, then again once it is stopped (copying only what is
+    /// new); the database stays in the data dir.
+    Migrate {
+        /// The configuration to move to: its `storage:` is the target, and its data dir
+        /// must be this one's.
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+        /// Blobs copied at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Ask the running server whether it is ready (its `/readyz`): exit 0 when it is, 1
     /// when not or when it does not answer. For scripts and container health checks.
     Health {
@@ -445,6 +462,11 @@ impl CommonArgs {
 
     pub fn load(&self) -> Result<Config, ConfigError> {
         Config::load(self.config.as_deref(), &self.overrides())
+    }
+
+    /// Another configuration file, with the same command-line overrides.
+    pub fn load_other(&self, file: &std::path::Path) -> Result<Config, ConfigError> {
+        Config::load(Some(file), &self.overrides())
     }
 }
 

@@ -32,6 +32,7 @@ use crate::registry::{Policy, Registry, Service};
 use crate::tls::Tls;
 
 mod backends;
+pub use backends::open_storage;
 
 pub struct App {
     pub registry: Arc<Registry>,

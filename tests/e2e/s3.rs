@@ -282,3 +282,61 @@ async fn the_azure_driver_pushes_pulls_and_collects() {
     let ready = s.get("/readyz").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+/// `berth migrate --to FILE` copies every blob of a registry on the embedded default into
+/// S3, beside the running server; a second run copies nothing; the registry then restarts on
+/// S3 with the same database and serves everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_moves_every_blob_into_the_object_store() {
+    let Some(storage) = s3_storage() else {
+        return;
+    };
+    let mut s = TestServer::start().await;
+    let (a, _) = s.push_image("mig/app", "v1", 2).await;
+    let (b, _) = s.push_image("mig/other", "v2", 1).await;
+    let data_dir = s.config.data_dir.to_str().unwrap().to_string();
+    let target = berth::config::Config {
+        storage: storage.clone(),
+        ..s.config.clone()
+    };
+    let file = s.config.data_dir.with_file_name("target.yaml");
+    std::fs::write(&file, target.to_yaml()).unwrap();
+    let run = || {
+        let (ok, out, err) = berth_cli(
+            &[
+                "migrate",
+                "--to",
+                file.to_str().unwrap(),
+                "--data-dir",
+                &data_dir,
+                "--json",
+            ],
+            None,
+        );
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let first = run();
+    // Two configs, three layers and two manifests.
+    assert_eq!(first["blobs_copied"], 7, "{first}");
+    assert_eq!(first["failed"].as_array().unwrap().len(), 0);
+    let second = run();
+    assert_eq!(second["blobs_copied"], 0, "{second}");
+    assert_eq!(second["blobs_present"], 7);
+
+    s.config.storage = storage;
+    let s = s.restart().await;
+    for (repo, img, tag) in [("mig/app", &a, "v1"), ("mig/other", &b, "v2")] {
+        let m = s
+            .get(&format!("/v2/{repo}/manifests/{tag}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(m.bytes().await.unwrap(), img.manifest);
+        for d in img.layers.iter().chain([&img.config]) {
+            let blob = s.get_blob(repo, &d.digest).await;
+            assert_eq!(blob.status(), StatusCode::OK, "{repo} {}", d.digest);
+            assert_eq!(sha256(&blob.bytes().await.unwrap()), d.digest);
+        }
+    }
+}
