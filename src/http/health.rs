@@ -130,6 +130,12 @@ async fn metrics(State(app): AppRef) -> Response {
 
 /// The figures read at scrape time.
 async fn snapshot(app: &AppState) -> anyhow::Result<Snapshot> {
+    let ((db_err, db_ms), (st_err, st_ms)) =
+        tokio::join!(check(database(app)), check(app.lifecycle.storage().probe()),);
+    let backends = vec![
+        ("database", db_err.is_none(), db_ms / 1000.0),
+        ("storage", st_err.is_none(), st_ms / 1000.0),
+    ];
     let db = app.lifecycle.db();
     let (blobs, storage_bytes) = db.blob_totals(None).await?;
     let uploads_in_progress = db.upload_count().await?;
@@ -165,5 +171,6 @@ async fn snapshot(app: &AppState) -> anyhow::Result<Snapshot> {
         gc,
         upstreams,
         process,
+        backends,
     })
 }

@@ -87,6 +87,9 @@ pub struct Snapshot {
     pub gc: GcTotals,
     pub upstreams: Vec<UpstreamSnapshot>,
     pub process: Option<ProcessStats>,
+    /// The readiness checks run at scrape time: backend (`database`, `storage`), whether it
+    /// answered, and how long the check took.
+    pub backends: Vec<(&'static str, bool, f64)>,
 }
 
 /// GC runs by every process on this database, since it was created.
@@ -300,6 +303,26 @@ impl Collector for Scraped {
             None,
             s.uploads_in_progress as i64,
         )?;
+        if !s.backends.is_empty() {
+            let mut up = e.encode_descriptor(
+                "registry_backend_up",
+                "Whether the backend answered the readiness check (1) or not (0)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, ok, _) in &s.backends {
+                ConstGauge::new(i64::from(*ok)).encode(up.encode_family(&[("backend", *name)])?)?;
+            }
+            let mut took = e.encode_descriptor(
+                "registry_backend_check_duration",
+                "How long the backend's readiness check took",
+                secs,
+                MetricType::Gauge,
+            )?;
+            for (name, _, t) in &s.backends {
+                ConstGauge::new(*t).encode(took.encode_family(&[("backend", *name)])?)?;
+            }
+        }
         if let Some((size, avail)) = s.filesystem {
             gauge(
                 &mut e,

@@ -237,6 +237,18 @@ async fn readiness_follows_the_object_store() {
     };
     let ready = s.get("/readyz").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
+    let text = s
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("registry_backend_up{backend=\"storage\"} 1"),
+        "{text}"
+    );
     task.abort();
     let _ = task.await;
     let resp = s.get("/readyz").send().await.unwrap();
@@ -244,6 +256,20 @@ async fn readiness_follows_the_object_store() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["checks"]["storage"]["ok"], false, "{v}");
     assert_eq!(v["checks"]["database"]["ok"], true, "{v}");
+    // Metrics say the same, for the BerthBackendDown alert.
+    let text = s
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("registry_backend_up{backend=\"storage\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("registry_backend_up{backend=\"database\"} 1"));
 }
 
 #[tokio::test]
