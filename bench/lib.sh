@@ -28,7 +28,8 @@ need_loadgen() {
     fi
     if [[ $LOADGEN != oha ]] || ! command -v oha >/dev/null; then
         LOADGEN=wrk
-        command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq wrk >/dev/null; }
+        command -v wrk >/dev/null || { SUDO=; [[ $(id -u) -eq 0 ]] || SUDO=sudo;
+            $SUDO apt-get update -qq; $SUDO apt-get install -y -qq wrk >/dev/null; }
     fi
 }
 

@@ -51,17 +51,7 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 PEER_BIN=$(command -v docker-registry)
-export PATH="$HOME/.cargo/bin:$PATH"
-LOADGEN=${LOADGEN:-oha}
-if [[ $LOADGEN == oha ]] && ! command -v oha >/dev/null; then
-    log "oha missing: cargo install --locked oha"
-    cargo install --locked oha >/dev/null 2>&1 || true
-fi
-if [[ $LOADGEN != oha ]] || ! command -v oha >/dev/null; then
-    LOADGEN=wrk
-    command -v wrk >/dev/null || { SUDO=; [[ $(id -u) -eq 0 ]] || SUDO=sudo;
-        $SUDO apt-get update -qq; $SUDO apt-get install -y -qq wrk >/dev/null; }
-fi
+need_loadgen
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release"

@@ -81,17 +81,18 @@ pub async fn migrate(
     dest.probe()
         .await
         .map_err(|e| anyhow::anyhow!("the target storage does not take writes: {e}"))?;
-    let total: u64 = from.list().await?.len() as u64;
+    let blobs: Vec<_> = from.list().await?.into_iter().map(|(d, _)| d).collect();
     let bar = if json {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(total)
+        ProgressBar::new(blobs.len() as u64)
     };
     bar.set_style(
         ProgressStyle::with_template("{spinner} copying blobs {pos}/{len} ({per_sec}, {eta} left)")
             .expect("valid template"),
     );
-    let r = crate::import::migrate::copy_blobs(&*from, &*dest, parallel, &|_| bar.inc(1)).await?;
+    let r = crate::import::migrate::copy_blobs(&*from, &*dest, blobs, parallel, &|_| bar.inc(1))
+        .await?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -66,11 +66,14 @@ where
     (failed, start.elapsed().as_secs_f64() * 1000.0)
 }
 
+/// The database and storage checks, run at once: for each, why it failed (or `None`) and
+/// how many milliseconds it took.
+async fn backend_checks(app: &AppState) -> ((Option<String>, f64), (Option<String>, f64)) {
+    tokio::join!(check(database(app)), check(app.lifecycle.storage().probe()),)
+}
+
 async fn readyz(State(app): AppRef) -> Response {
-    let ((db_err, db_ms), (st_err, st_ms)) = tokio::join!(
-        check(database(&app)),
-        check(app.lifecycle.storage().probe()),
-    );
+    let ((db_err, db_ms), (st_err, st_ms)) = backend_checks(&app).await;
     let ready = db_err.is_none() && st_err.is_none();
     let entry = |err: &Option<String>, ms: f64| match err {
         None => json!({"ok": true, "ms": ms}),
@@ -130,8 +133,7 @@ async fn metrics(State(app): AppRef) -> Response {
 
 /// The figures read at scrape time.
 async fn snapshot(app: &AppState) -> anyhow::Result<Snapshot> {
-    let ((db_err, db_ms), (st_err, st_ms)) =
-        tokio::join!(check(database(app)), check(app.lifecycle.storage().probe()),);
+    let ((db_err, db_ms), (st_err, st_ms)) = backend_checks(app).await;
     let backends = vec![
         ("database", db_err.is_none(), db_ms / 1000.0),
         ("storage", st_err.is_none(), st_ms / 1000.0),

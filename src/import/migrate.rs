@@ -22,21 +22,21 @@ pub struct Report {
     pub failed: Vec<String>,
 }
 
-/// Copies every blob of `from` missing in `to`, `parallel` at a time; `progress(n)` after
-/// each blob of `n` bytes.
+/// Copies each of `blobs` (listed from `from`) that `to` lacks, `parallel` at a time;
+/// `progress(n)` after each blob of `n` bytes.
 pub async fn copy_blobs(
     from: &dyn Storage,
     to: &dyn Storage,
+    blobs: Vec<Digest>,
     parallel: usize,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> anyhow::Result<Report> {
-    let blobs = from.list().await?;
     let copied = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let present = AtomicUsize::new(0);
     let failed = parking_lot::Mutex::new(Vec::new());
     futures::stream::iter(blobs)
-        .for_each_concurrent(parallel.max(1), |(d, _)| {
+        .for_each_concurrent(parallel.max(1), |d| {
             let (copied, bytes, present, failed) = (&copied, &bytes, &present, &failed);
             async move {
                 match copy_one(from, to, &d).await {

@@ -54,17 +54,24 @@ where
     }
 }
 
+/// The value of `var`, naming a service the test command started; `None` (the test is
+/// skipped) when it is unset, which fails under CI.
+pub fn started(var: &str) -> Option<String> {
+    let v = std::env::var(var).ok();
+    if v.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{var} is unset: run the suite through scripts/test.sh"
+        );
+        eprintln!("skipped: {var} unset");
+    }
+    v
+}
+
 /// Storage in the S3 server the test command started (Garage, from `TEST_S3_*`), under
 /// a prefix of its own; `None` when there is none, which fails under CI.
 pub fn s3_storage() -> Option<berth::config::StorageConfig> {
-    let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "TEST_S3_ENDPOINT is unset: run the suite through scripts/test.sh"
-        );
-        eprintln!("skipped: no S3 server (TEST_S3_ENDPOINT unset)");
-        return None;
-    };
+    let endpoint = started("TEST_S3_ENDPOINT")?;
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"));
     Some(berth::config::StorageConfig::S3 {
         s3: berth::config::S3Config {
@@ -83,14 +90,7 @@ pub fn s3_storage() -> Option<berth::config::StorageConfig> {
 /// Storage in the Azure Blob Storage emulator the test command started (Azurite, from
 /// `TEST_AZURE_*`), under a prefix of its own; `None` when there is none, which fails under CI.
 pub fn azure_storage() -> Option<berth::config::StorageConfig> {
-    let Ok(endpoint) = std::env::var("TEST_AZURE_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "TEST_AZURE_ENDPOINT is unset: run the suite through scripts/test.sh"
-        );
-        eprintln!("skipped: no Azure emulator (TEST_AZURE_ENDPOINT unset)");
-        return None;
-    };
+    let endpoint = started("TEST_AZURE_ENDPOINT")?;
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is unset"));
     Some(berth::config::StorageConfig::Azure {
         azure: berth::config::AzureConfig {

@@ -202,6 +202,16 @@ async fn downloads_redirect_to_presigned_urls() {
     .await;
 }
 
+async fn metrics_text(s: &TestServer) -> String {
+    s.get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Forwards TCP connections to `target` until the returned handle is aborted.
 async fn forwarder(
     target: std::net::SocketAddr,
@@ -223,8 +233,7 @@ async fn forwarder(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_object_store() {
-    let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
-        let _ = s3_storage();
+    let Some(endpoint) = started("TEST_S3_ENDPOINT") else {
         return;
     };
     let target = url::Url::parse(&endpoint)
@@ -237,14 +246,7 @@ async fn readiness_follows_the_object_store() {
     };
     let ready = s.get("/readyz").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    let text = s
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         text.contains("registry_backend_up{backend=\"storage\"} 1"),
         "{text}"
@@ -257,14 +259,7 @@ async fn readiness_follows_the_object_store() {
     assert_eq!(v["checks"]["storage"]["ok"], false, "{v}");
     assert_eq!(v["checks"]["database"]["ok"], true, "{v}");
     // Metrics say the same, for the BerthBackendDown alert.
-    let text = s
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         text.contains("registry_backend_up{backend=\"storage\"} 0"),
         "{text}"

@@ -131,14 +131,10 @@ impl ObjectStorage {
     /// Deletes many objects, batched into multi-object deletes; missing ones are fine.
     async fn delete_all(&self, keys: Vec<Path>) -> Result<()> {
         for batch in keys.chunks(DELETE_BATCH) {
-            let paths = futures::stream::iter(batch.iter().cloned().map(Ok)).boxed();
-            let mut results = self.store.delete_stream(paths);
-            while let Some(r) = results.next().await {
-                match r {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(io(e)),
-                }
-            }
+            self.delete_keys(batch)
+                .await
+                .into_iter()
+                .collect::<Result<()>>()?;
         }
         Ok(())
     }
@@ -153,11 +149,10 @@ impl ObjectStorage {
         Ok(got.into_stream().map_err(io).map_err(into_io).boxed())
     }
 
-    /// One multi-object delete: an outcome per digest, in order (a key the store reports
+    /// One multi-object delete: an outcome per key, in order (a key the store reports
     /// missing counts as deleted).
-    async fn delete_batch(&self, batch: &[Digest]) -> Vec<Result<()>> {
-        let keys: Vec<Path> = batch.iter().map(|d| self.blob_key(d)).collect();
-        let paths = futures::stream::iter(keys.clone().into_iter().map(Ok)).boxed();
+    async fn delete_keys(&self, keys: &[Path]) -> Vec<Result<()>> {
+        let paths = futures::stream::iter(keys.iter().cloned().map(Ok)).boxed();
         let results: Vec<_> = self.store.delete_stream(paths).collect().await;
         let mut failed: Option<String> = None;
         let mut gone = std::collections::HashSet::new();
@@ -172,8 +167,8 @@ impl ObjectStorage {
                 Err(e) => failed = Some(e.to_string()),
             }
         }
-        keys.into_iter()
-            .map(|k| match (&failed, gone.contains(&k)) {
+        keys.iter()
+            .map(|k| match (&failed, gone.contains(k)) {
                 (_, true) | (None, false) => Ok(()),
                 (Some(e), false) => Err(StorageError::Io(std::io::Error::other(e.clone()))),
             })
@@ -245,7 +240,10 @@ impl BlobStore for ObjectStorage {
         // Multi-object deletes of up to DELETE_BATCH keys, `parallel` requests at a time.
         let batches: Vec<futures::future::BoxFuture<'_, Vec<Result<()>>>> = digests
             .chunks(DELETE_BATCH)
-            .map(|batch| futures::FutureExt::boxed(self.delete_batch(batch)))
+            .map(|batch| {
+                let keys: Vec<Path> = batch.iter().map(|d| self.blob_key(d)).collect();
+                futures::FutureExt::boxed(async move { self.delete_keys(&keys).await })
+            })
             .collect();
         futures::stream::iter(batches)
             .buffered(parallel.max(1))

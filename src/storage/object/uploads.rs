@@ -118,6 +118,18 @@ impl ObjectStorage {
         }
     }
 
+    /// Deletes an upload's chunks, then its marker: a half-done removal still lists as an
+    /// upload and is retried by reconciliation.
+    async fn remove(&self, id: &UploadId, listing: Listing) -> Result<()> {
+        self.delete_all(listing.chunks.into_iter().map(|c| c.key).collect())
+            .await?;
+        match self.store.delete(&self.upload_dir(id).child(MARKER)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// Streams the first `len` bytes of an upload, chunk after chunk.
     async fn stream_upload(&self, listing: &Listing, len: u64) -> Result<ByteStream> {
         let parts = listing.covering(len).map_err(|actual| short(len, actual))?;
@@ -266,21 +278,13 @@ impl UploadArea for ObjectStorage {
                 }
             }
         }
-        self.cancel(id).await?;
+        self.remove(id, listing).await?;
         Ok(Committed::Published)
     }
 
     async fn cancel(&self, id: &UploadId) -> Result<()> {
         let listing = self.listing(id).await?;
-        let mut keys: Vec<Path> = listing.chunks.into_iter().map(|c| c.key).collect();
-        // The marker goes last, so a half-done cancel still lists as an upload and is
-        // retried by reconciliation.
-        self.delete_all(std::mem::take(&mut keys)).await?;
-        match self.store.delete(&self.upload_dir(id).child(MARKER)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(io(e)),
-        }
+        self.remove(id, listing).await
     }
 
     async fn list_uploads(&self) -> Result<Vec<UploadId>> {
