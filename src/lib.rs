@@ -4,6 +4,10 @@
 //! [`metadata`] backends; [`registry`] services, with the pull-through cache ([`proxy`]) and
 //! the storage [`lifecycle`] beside them; [`http`] API; [`server`] assembly; the binary.
 
+// The metadata queries in `metadata/sql/` are compiled once per SQL dialect, as modules of
+// `metadata::sqlite` and `metadata::postgres`: loading them twice is the design.
+#![allow(clippy::duplicate_mod)]
+
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -221,7 +221,25 @@ fn random_id() -> String {
     hex::encode(b)
 }
 
+/// A new signing key, PEM-encoded.
+pub fn generate_key_pem() -> anyhow::Result<String> {
+    Ok(rcgen::KeyPair::generate()
+        .context("cannot generate a token key")?
+        .serialize_pem())
+}
+
 impl Signer {
+    /// Signs with the PEM-encoded key `pem` (kept in the database replicas share).
+    pub fn from_pem(
+        pem: &str,
+        issuer: &str,
+        service: &str,
+        ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> anyhow::Result<Signer> {
+        Self::with_key(parse_key(pem)?, issuer, service, ttl, refresh_ttl)
+    }
+
     /// Loads (or generates) the key and prepares signing for `service`.
     pub fn open(
         key_path: &Path,
@@ -234,6 +252,16 @@ impl Signer {
         if generated {
             tracing::info!(path = %key_path.display(), "generated a token-signing key");
         }
+        Self::with_key(key, issuer, service, ttl, refresh_ttl)
+    }
+
+    fn with_key(
+        key: KeyMaterial,
+        issuer: &str,
+        service: &str,
+        ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> anyhow::Result<Signer> {
         let kid = hex::encode(&Sha256::digest(&key.public_der)[..12]);
         Ok(Signer {
             alg: key.alg,

@@ -10,7 +10,7 @@ use crate::auth::tokens::AccessTokens;
 use crate::auth::{UserName, Users};
 use crate::config::Config;
 use crate::metadata::rfc3339;
-use crate::metadata::sqlite::SqliteMetadata;
+use crate::metadata::Backend;
 use crate::ops::events::{Action, Event};
 
 use super::{MemberCommand, NamespaceCommand, TokenCommand, UserCommand};
@@ -28,13 +28,8 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// Opens the metadata database of a data dir, for commands that run beside the server.
-pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<SqliteMetadata>> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-    let meta = SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
-        .await
-        .context("cannot open the metadata database")?;
-    Ok(Arc::new(meta))
+pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    crate::server::open_metadata(cfg).await
 }
 
 async fn open_users(cfg: &Config) -> anyhow::Result<Users> {

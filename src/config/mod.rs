@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub mod database;
 pub mod lifecycle;
 pub mod ops;
 pub mod proxy;
@@ -16,6 +17,7 @@ pub mod storage;
 pub mod units;
 pub mod webhooks;
 
+pub use database::DatabaseConfig;
 pub use lifecycle::{GcConfig, ImmutableTagRule, RetentionRule, Schedule};
 pub use ops::{AuditConfig, MetricsConfig, Rate, RateLimitConfig, RateLimitRule};
 
@@ -35,6 +37,8 @@ pub struct Config {
     /// Root of the embedded storage (blobs, uploads) and the SQLite database.
     pub data_dir: PathBuf,
     pub storage: StorageConfig,
+    /// Metadata: the embedded SQLite file (default) or a shared PostgreSQL database.
+    pub database: DatabaseConfig,
     pub delete: DeleteConfig,
     pub uploads: UploadsConfig,
     pub manifests: ManifestsConfig,
@@ -207,6 +211,7 @@ impl Default for Config {
             addr: "0.0.0.0:5000".parse().expect("valid address"),
             data_dir: PathBuf::from("./data"),
             storage: StorageConfig::Filesystem,
+            database: DatabaseConfig::Embedded,
             delete: DeleteConfig::default(),
             uploads: UploadsConfig::default(),
             manifests: ManifestsConfig::default(),

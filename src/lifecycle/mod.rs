@@ -9,11 +9,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::metadata::gc::GcStore;
-use crate::metadata::lifecycle::LifecycleStore;
-use crate::metadata::proxy::CacheStore;
-use crate::metadata::usage::UsageStore;
-use crate::metadata::Metadata;
 use crate::oci::Digest;
 use crate::registry::rules::Live;
 use crate::registry::Registry;
@@ -31,8 +26,7 @@ pub use retention::{Retention, RetentionReport};
 pub use scrub::{ScrubOptions, ScrubReport};
 
 /// Everything the lifecycle asks of the metadata store.
-pub trait LifecycleDb: Metadata + CacheStore + GcStore + LifecycleStore + UsageStore {}
-impl<T: Metadata + CacheStore + GcStore + LifecycleStore + UsageStore> LifecycleDb for T {}
+pub use crate::metadata::LifecycleDb;
 
 /// How the lifecycle runs.
 #[derive(Clone, Debug)]

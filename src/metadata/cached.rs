@@ -20,18 +20,28 @@ use super::proxy::{
 use super::{KeepTag, ManifestRecord, Metadata, NewManifest, Page, Quota, Result, UploadRecord};
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
-pub struct CachedMetadata<M> {
+pub struct CachedMetadata<M: ?Sized> {
     inner: Arc<M>,
+    /// False over a database other replicas share: their writes are not seen here, so
+    /// every lookup goes to the database.
+    caching: bool,
     generation: Generation,
     by_tag: Map<(RepoName, Tag), ManifestRecord>,
     by_digest: Map<(RepoName, Digest), ManifestRecord>,
     blobs: Map<(RepoName, Digest), u64>,
 }
 
-impl<M: Metadata> CachedMetadata<M> {
+impl<M: ?Sized + Metadata> CachedMetadata<M> {
     pub fn new(inner: Arc<M>) -> Self {
+        Self::with_caching(inner, true)
+    }
+
+    /// A decorator that caches only when `caching` is true (and otherwise only passes
+    /// lookups and writes through).
+    pub fn with_caching(inner: Arc<M>, caching: bool) -> Self {
         CachedMetadata {
             inner,
+            caching,
             generation: Generation::default(),
             by_tag: Map::new(),
             by_digest: Map::new(),
@@ -56,7 +66,7 @@ impl<M: Metadata> CachedMetadata<M> {
         k: K,
         v: &Option<V>,
     ) {
-        if let Some(v) = v {
+        if let (true, Some(v)) = (self.caching, v) {
             self.generation.fill(map, seen, k, v.clone());
         }
     }
@@ -79,7 +89,7 @@ impl<M: Metadata> CachedMetadata<M> {
 /// How often a server reads the database's content generation.
 pub const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-impl<M: Metadata + LifecycleStore> CachedMetadata<M> {
+impl<M: ?Sized + Metadata + LifecycleStore> CachedMetadata<M> {
     /// Follows the database's content generation until `cancel`, dropping every cached
     /// lookup when it moves: a tag moved or deleted, a manifest deleted, a link removed or a
     /// blob quarantined by another process (the CLI's GC, retention or scrub) is never
@@ -112,7 +122,7 @@ impl<M: Metadata + LifecycleStore> CachedMetadata<M> {
 }
 
 #[async_trait]
-impl<M: Metadata> Metadata for CachedMetadata<M> {
+impl<M: ?Sized + Metadata> Metadata for CachedMetadata<M> {
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let key = (repo.clone(), digest.clone());
         if let Some(s) = self.blobs.get(&key) {
@@ -288,7 +298,7 @@ impl<M: Metadata> Metadata for CachedMetadata<M> {
 }
 
 #[async_trait]
-impl<M: Metadata + CacheStore> CacheStore for CachedMetadata<M> {
+impl<M: ?Sized + Metadata + CacheStore> CacheStore for CachedMetadata<M> {
     async fn cache_manifest(
         &self,
         repo: &RepoName,

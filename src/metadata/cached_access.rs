@@ -24,7 +24,7 @@ use super::Result;
 /// How often the database's auth generation is read.
 pub const POLL: Duration = Duration::from_millis(100);
 
-pub struct CachedAccess<S> {
+pub struct CachedAccess<S: ?Sized> {
     inner: Arc<S>,
     generation: Generation,
     /// The database generation the cache reflects; `None` until first read.
@@ -37,7 +37,7 @@ pub struct CachedAccess<S> {
     tokens: Map<(String, String), TokenRecord>,
 }
 
-impl<S: UserStore + AccessStore> CachedAccess<S> {
+impl<S: ?Sized + UserStore + AccessStore> CachedAccess<S> {
     pub fn new(inner: Arc<S>) -> Self {
         CachedAccess {
             inner,
@@ -137,7 +137,7 @@ impl<S: UserStore + AccessStore> CachedAccess<S> {
 }
 
 #[async_trait]
-impl<S: UserStore + AccessStore> UserStore for CachedAccess<S> {
+impl<S: ?Sized + UserStore + AccessStore> UserStore for CachedAccess<S> {
     async fn add_user(&self, name: &str, password_hash: &str, admin: bool) -> Result<bool> {
         self.write(self.inner.add_user(name, password_hash, admin))
             .await
@@ -174,7 +174,7 @@ impl<S: UserStore + AccessStore> UserStore for CachedAccess<S> {
 }
 
 #[async_trait]
-impl<S: UserStore + AccessStore> AccessStore for CachedAccess<S> {
+impl<S: ?Sized + UserStore + AccessStore> AccessStore for CachedAccess<S> {
     async fn create_namespace(&self, name: &str, public: bool) -> Result<bool> {
         self.write(self.inner.create_namespace(name, public)).await
     }

@@ -16,6 +16,7 @@ pub mod gc;
 pub mod lifecycle;
 mod memo;
 pub mod policies;
+pub mod postgres;
 pub mod proxy;
 pub mod sqlite;
 pub mod usage;
@@ -204,6 +205,52 @@ pub trait Metadata: Send + Sync + 'static {
 /// Everything the registry services keep: content metadata and the cache's state.
 pub trait Store: Metadata + proxy::CacheStore {}
 impl<T: Metadata + proxy::CacheStore> Store for T {}
+
+/// What garbage collection, retention and scrub read and write.
+pub trait LifecycleDb:
+    Metadata + proxy::CacheStore + gc::GcStore + lifecycle::LifecycleStore + usage::UsageStore
+{
+}
+impl<T> LifecycleDb for T where
+    T: Metadata + proxy::CacheStore + gc::GcStore + lifecycle::LifecycleStore + usage::UsageStore
+{
+}
+
+/// A whole metadata backend, SQLite or PostgreSQL, chosen by configuration at start.
+#[async_trait]
+pub trait Backend:
+    Store
+    + LifecycleDb
+    + users::UserStore
+    + access::AccessStore
+    + audit::AuditStore
+    + webhooks::WebhookStore
+    + policies::PolicyStore
+{
+    /// True when other replicas share this database: nothing read may be cached.
+    fn shared(&self) -> bool;
+    async fn close(&self);
+}
+
+#[async_trait]
+impl Backend for sqlite::SqliteMetadata {
+    fn shared(&self) -> bool {
+        false
+    }
+    async fn close(&self) {
+        sqlite::SqliteMetadata::close(self).await
+    }
+}
+
+#[async_trait]
+impl Backend for postgres::PgMetadata {
+    fn shared(&self) -> bool {
+        true
+    }
+    async fn close(&self) {
+        postgres::PgMetadata::close(self).await
+    }
+}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

@@ -2,22 +2,56 @@
 //!
 //! Writes go through a pool of one connection so they serialize in-process instead of
 //! contending for SQLite's lock; reads use a separate pool and run concurrently under WAL.
+//! The queries themselves are in `sql/`, shared with PostgreSQL.
 
 use std::path::Path;
-use std::str::FromStr;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use super::lifecycle::check_quota;
-use super::{
-    now, KeepTag, ManifestRecord, ManifestRef, Metadata, MetadataError, NewManifest, Page, Quota,
-    Result, UploadRecord,
-};
-use crate::oci::{Digest, RepoName, Tag, UploadId};
+use super::Result;
+use crate::oci::{RepoName, UploadId};
+
+pub(crate) type Db = Sqlite;
+pub(crate) type DbRow = sqlx::sqlite::SqliteRow;
+pub(crate) type Meta = SqliteMetadata;
+
+/// The rows of a JSON array of strings bound as `$1` or `$2`, as a subquery's body.
+pub(crate) const JSON1: &str = "SELECT value FROM json_each($1)";
+pub(crate) const JSON2: &str = "SELECT value FROM json_each($2)";
+
+/// A JSON array (as text) of `column` over a subquery's rows.
+pub(crate) fn json_array_of(column: &str) -> String {
+    format!("json_group_array({column})")
+}
+
+/// `column` over a subquery's rows, joined by spaces.
+pub(crate) fn joined(column: &str) -> String {
+    format!("group_concat({column}, ' ')")
+}
+
+#[path = "sql/access.rs"]
+mod access;
+#[path = "sql/audit.rs"]
+mod audit;
+#[path = "sql/content.rs"]
+mod content;
+#[path = "sql/gc.rs"]
+mod gc;
+#[path = "sql/lifecycle.rs"]
+mod lifecycle;
+#[path = "sql/policies.rs"]
+mod policies;
+#[path = "sql/proxy.rs"]
+mod proxy;
+#[path = "sql/usage.rs"]
+mod usage;
+#[path = "sql/users.rs"]
+mod users;
+#[path = "sql/webhooks.rs"]
+mod webhooks;
 
 pub struct SqliteMetadata {
     read: SqlitePool,
@@ -66,330 +100,33 @@ impl SqliteMetadata {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Runs one write statement on its own. The single writer connection orders it with
+    /// every transaction.
+    pub(super) async fn exec<'q>(
+        &self,
+        q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<sqlx::sqlite::SqliteQueryResult> {
+        Ok(q.execute(&self.write).await?)
+    }
+
     pub(super) fn reader(&self) -> &SqlitePool {
         &self.read
     }
 
-    pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
-    }
-}
-
-fn parse_digest(s: &str) -> Result<Digest> {
-    Digest::from_str(s).map_err(|e| MetadataError::Corrupt(format!("digest {s:?}: {e}")))
-}
-
-fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
-    let subject: Option<String> = row.try_get("subject")?;
-    let annotations: Option<String> = row.try_get("annotations")?;
-    Ok(ManifestRecord {
-        digest: parse_digest(row.try_get("digest")?)?,
-        media_type: row.try_get("media_type")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        artifact_type: row.try_get("artifact_type")?,
-        subject: subject.as_deref().map(parse_digest).transpose()?,
-        annotations: annotations
-            .map(|a| serde_json::from_str(&a))
-            .transpose()
-            .map_err(|e| MetadataError::Corrupt(format!("annotations: {e}")))?,
-    })
-}
-
-pub(super) async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
-    sqlx::query(
-        "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    let id = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-        .bind(repo.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(id)
-}
-
-pub(super) async fn record_blob(
-    tx: &mut Transaction<'_, Sqlite>,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    // Bytes stored again (durably, before this row) end a quarantine.
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) \
-         ON CONFLICT (digest) DO UPDATE SET quarantined_at = NULL \
-         WHERE blobs.quarantined_at IS NOT NULL",
-    )
-    .bind(digest.to_string())
-    .bind(size as i64)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn link(
-    tx: &mut Transaction<'_, Sqlite>,
-    repo_id: i64,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    record_blob(tx, digest, size).await?;
-    // Linking again (another upload or mount of the same blob) restarts GC's grace.
-    sqlx::query(
-        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) \
-         ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at, \
-           idle_since = NULL",
-    )
-    .bind(repo_id)
-    .bind(digest.to_string())
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Records a manifest (its bytes already stored) with the references it makes.
-pub(super) async fn insert_manifest(
-    tx: &mut Transaction<'_, Sqlite>,
-    rid: i64,
-    m: &NewManifest,
-    t: i64,
-) -> Result<()> {
-    let rec = &m.record;
-    let digest = rec.digest.to_string();
-    record_blob(tx, &rec.digest, rec.size).await?;
-    sqlx::query("UPDATE blobs SET is_manifest = 1 WHERE digest = ? AND is_manifest = 0")
-        .bind(&digest)
-        .execute(&mut **tx)
-        .await?;
-    let annotations = rec
-        .annotations
-        .as_ref()
-        .map(|a| serde_json::to_string(a).expect("string maps serialize"));
-    sqlx::query(
-        "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING",
-    )
-    .bind(rid)
-    .bind(&digest)
-    .bind(&rec.media_type)
-    .bind(rec.size as i64)
-    .bind(&rec.artifact_type)
-    .bind(rec.subject.as_ref().map(|s| s.to_string()))
-    .bind(annotations)
-    .bind(t)
-    .execute(&mut **tx)
-    .await?;
-    for r in &m.refs {
-        let (d, kind) = match r {
-            ManifestRef::Blob { digest, .. } => (digest, "blob"),
-            ManifestRef::Manifest { digest, .. } => (digest, "manifest"),
-        };
-        sqlx::query("INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(rid)
-            .bind(&digest)
-            .bind(d.to_string())
-            .bind(kind)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Points a tag at a manifest; `checked_at` is set for tags the cache revalidated.
-pub(super) async fn set_tag(
-    tx: &mut Transaction<'_, Sqlite>,
-    rid: i64,
-    tag: &Tag,
-    digest: &Digest,
-    t: i64,
-    checked_at: Option<i64>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO tags (repo_id, name, digest, updated_at, checked_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (repo_id, name) DO UPDATE SET \
-           updated_at = CASE WHEN tags.digest = excluded.digest THEN tags.updated_at ELSE excluded.updated_at END, \
-           digest = excluded.digest, checked_at = excluded.checked_at",
-    )
-    .bind(rid)
-    .bind(tag.as_str())
-    .bind(digest.to_string())
-    .bind(t)
-    .bind(checked_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Deletes a manifest (its tags and references go with it, ON DELETE CASCADE). What it
-/// referenced, and its own bytes, lose a reference now: GC's grace for them starts again.
-pub(super) async fn remove_manifest(
-    tx: &mut Transaction<'_, Sqlite>,
-    rid: i64,
-    digest: &Digest,
-) -> Result<bool> {
-    let d = digest.to_string();
-    let t = now();
-    sqlx::query(
-        "UPDATE repo_blobs SET idle_since = ?3 WHERE repo_id = ?1 AND digest IN \
-           (SELECT ref_digest FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2)",
-    )
-    .bind(rid)
-    .bind(&d)
-    .bind(t)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE blobs SET idle_since = ?3 WHERE digest = ?2 OR digest IN \
-           (SELECT ref_digest FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2)",
-    )
-    .bind(rid)
-    .bind(&d)
-    .bind(t)
-    .execute(&mut **tx)
-    .await?;
-    let r = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
-        .bind(rid)
-        .bind(&d)
-        .execute(&mut **tx)
-        .await?;
-    Ok(r.rows_affected() > 0)
-}
-
-/// Checks one reference of a manifest being put; returns the digest when it is missing.
-async fn check_ref(
-    tx: &mut Transaction<'_, Sqlite>,
-    repo_id: i64,
-    r: &ManifestRef,
-) -> Result<Option<Digest>> {
-    let (digest, stated, sql) = match r {
-        ManifestRef::Blob { digest, size } => (
-            digest,
-            *size,
-            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.repo_id = ? AND rb.digest = ? AND b.quarantined_at IS NULL",
-        ),
-        ManifestRef::Manifest { digest, size } => (
-            digest,
-            *size,
-            "SELECT size FROM manifests WHERE repo_id = ? AND digest = ?",
-        ),
-    };
-    let actual: Option<i64> = sqlx::query_scalar(sql)
-        .bind(repo_id)
-        .bind(digest.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    match actual {
-        None => Ok(Some(digest.clone())),
-        Some(a) if a as u64 != stated => Err(MetadataError::SizeMismatch {
-            digest: digest.clone(),
-            stated,
-            actual: a as u64,
-        }),
-        Some(_) => Ok(None),
-    }
-}
-
-async fn repo_id(pool: &SqlitePool, repo: &RepoName) -> Result<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-            .bind(repo.as_str())
-            .fetch_optional(pool)
-            .await?,
-    )
-}
-
-fn page(mut items: Vec<String>, limit: Option<u32>) -> Page {
-    let more = limit.is_some_and(|l| items.len() > l as usize);
-    if let Some(l) = limit {
-        items.truncate(l as usize);
-    }
-    Page { items, more }
-}
-
-const MANIFEST_COLUMNS: &str =
-    "m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations";
-
-#[async_trait]
-impl Metadata for SqliteMetadata {
-    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM repositories r \
-             JOIN repo_blobs rb ON rb.repo_id = r.id JOIN blobs b ON b.digest = rb.digest \
-             WHERE r.name = ?1 AND rb.digest = ?2 AND b.quarantined_at IS NULL \
-             UNION ALL SELECT m.size FROM repositories r JOIN manifests m ON m.repo_id = r.id \
-             WHERE r.name = ?1 AND m.digest = ?2 AND NOT EXISTS \
-               (SELECT 1 FROM blobs q WHERE q.digest = ?2 AND q.quarantined_at IS NOT NULL) \
-             LIMIT 1",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(size.map(|s| s as u64))
-    }
-
-    async fn link_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-        quota: Option<&Quota>,
-    ) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        if let Some(q) = quota {
-            check_quota(&mut tx, q, digest, size).await?;
-        }
-        let id = ensure_repo(&mut tx, repo).await?;
-        link(&mut tx, id, digest, size).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn touch_idle_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        super::lifecycle::touch_idle_link(&self.read, &self.write, repo, digest).await
-    }
-
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let r = sqlx::query(
-            "DELETE FROM repo_blobs WHERE digest = ? \
-             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
-        )
-        .bind(digest.to_string())
-        .bind(repo.as_str())
-        .execute(&self.write)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
-        super::lifecycle::namespace_usage(&self.read, namespace).await
-    }
-
-    async fn namespace_holds(&self, namespace: &str, digest: &Digest) -> Result<bool> {
-        super::lifecycle::namespace_holds(&self.read, namespace, digest).await
-    }
-
-    async fn create_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
-        // An empty session holds nothing acknowledged, so its row is committed without
-        // waiting for the disk (synchronous=NORMAL); the next FULL commit on the WAL makes it
-        // durable too. A session lost to power failure is answered BLOB_UPLOAD_UNKNOWN and
-        // the client starts a new one.
-        let t = now();
+    /// Records a new, empty upload session. It holds nothing acknowledged, so its row is
+    /// committed without waiting for the disk (synchronous=NORMAL); the next FULL commit on
+    /// the WAL makes it durable too. A session lost to power failure is answered
+    /// BLOB_UPLOAD_UNKNOWN and the client starts a new one.
+    pub(crate) async fn insert_upload(&self, id: &UploadId, repo: &RepoName, t: i64) -> Result<()> {
         let mut conn = self.write.acquire().await?;
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
             .await?;
         let inserted = sqlx::query(
-            "INSERT INTO uploads (id, repo, size, created_at, updated_at) VALUES (?, ?, 0, ?, ?)",
+            "INSERT INTO uploads (id, repo, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $3)",
         )
         .bind(id.as_str())
         .bind(repo.as_str())
-        .bind(t)
         .bind(t)
         .execute(&mut *conn)
         .await;
@@ -400,264 +137,8 @@ impl Metadata for SqliteMetadata {
         Ok(())
     }
 
-    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
-        // Read through the writer: an upload's size must reflect the last acknowledged write.
-        let row =
-            sqlx::query("SELECT repo, size, created_at, updated_at FROM uploads WHERE id = ?")
-                .bind(id.as_str())
-                .fetch_optional(&self.write)
-                .await?;
-        row.map(|r| {
-            let repo: String = r.try_get("repo")?;
-            Ok(UploadRecord {
-                id: id.clone(),
-                repo: repo
-                    .parse()
-                    .map_err(|e| MetadataError::Corrupt(format!("upload repo: {e}")))?,
-                size: r.try_get::<i64, _>("size")? as u64,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn set_upload_size(&self, id: &UploadId, size: u64) -> Result<()> {
-        sqlx::query("UPDATE uploads SET size = ?, updated_at = ? WHERE id = ?")
-            .bind(size as i64)
-            .bind(now())
-            .bind(id.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    async fn finish_upload(
-        &self,
-        id: &UploadId,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-        quota: Option<&Quota>,
-    ) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        if let Some(q) = quota {
-            check_quota(&mut tx, q, digest, size).await?;
-        }
-        let rid = ensure_repo(&mut tx, repo).await?;
-        link(&mut tx, rid, digest, size).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM uploads WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn uploads(&self) -> Result<Vec<UploadRecord>> {
-        let rows = sqlx::query("SELECT id FROM uploads")
-            .fetch_all(&self.write)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.try_get("id")?;
-            let id: UploadId = id
-                .parse()
-                .map_err(|e| MetadataError::Corrupt(format!("upload id: {e}")))?;
-            if let Some(u) = self.upload(&id).await? {
-                out.push(u);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn put_manifest(
-        &self,
-        repo: &RepoName,
-        m: &NewManifest,
-        tags: &[Tag],
-        fixed: &[Tag],
-    ) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let rid = ensure_repo(&mut tx, repo).await?;
-        for tag in tags.iter().filter(|t| fixed.contains(t)) {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = ? AND name = ?")
-                    .bind(rid)
-                    .bind(tag.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(d) = current.filter(|d| *d != m.record.digest.to_string()) {
-                return Err(MetadataError::TagFixed {
-                    tag: tag.to_string(),
-                    digest: d
-                        .parse()
-                        .map_err(|e| MetadataError::Corrupt(format!("tag digest {d:?}: {e}")))?,
-                });
-            }
-        }
-        let mut missing = Vec::new();
-        for r in &m.refs {
-            if let Some(d) = check_ref(&mut tx, rid, r).await? {
-                missing.push(d);
-            }
-        }
-        if !missing.is_empty() {
-            return Err(MetadataError::MissingReferences(missing));
-        }
-        let t = now();
-        insert_manifest(&mut tx, rid, m, t).await?;
-        for tag in tags {
-            set_tag(&mut tx, rid, tag, &m.record.digest, t, None).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn manifest_by_digest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<Option<ManifestRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
-             WHERE r.name = ? AND m.digest = ?"
-        ))
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(manifest_from_row).transpose()
-    }
-
-    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM repositories r \
-             JOIN tags t ON t.repo_id = r.id \
-             JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
-             WHERE r.name = ? AND t.name = ?"
-        ))
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(manifest_from_row).transpose()
-    }
-
-    async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        keep: KeepTag<'_>,
-    ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let tags: Vec<String> = sqlx::query_scalar(
-            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id \
-             WHERE r.name = ? AND t.digest = ? ORDER BY t.name",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        if let Some(tag) = tags.into_iter().find(|t| keep(t)) {
-            return Err(MetadataError::TagFixed {
-                tag,
-                digest: digest.clone(),
-            });
-        }
-        let Some(rid) = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-            .bind(repo.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(false);
-        };
-        let gone = remove_manifest(&mut tx, rid, digest).await?;
-        tx.commit().await?;
-        Ok(gone)
-    }
-
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let r = sqlx::query(
-            "DELETE FROM tags WHERE name = ? \
-             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
-        )
-        .bind(tag.as_str())
-        .bind(repo.as_str())
-        .execute(&self.write)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn tags(
-        &self,
-        repo: &RepoName,
-        last: Option<&str>,
-        limit: Option<u32>,
-    ) -> Result<Option<Page>> {
-        let Some(rid) = repo_id(&self.read, repo).await? else {
-            return Ok(None);
-        };
-        let items: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
-        )
-        .bind(rid)
-        .bind(last.unwrap_or(""))
-        .bind(limit.map_or(-1, |l| l as i64 + 1))
-        .fetch_all(&self.read)
-        .await?;
-        Ok(Some(page(items, limit)))
-    }
-
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM repositories r WHERE r.name = ? \
-               AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
-                    OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)))",
-        )
-        .bind(repo.as_str())
-        .fetch_one(&self.read)
-        .await?)
-    }
-
-    async fn repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
-        let items: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM repositories r WHERE name > ? \
-             AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
-                  OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)) \
-             ORDER BY name LIMIT ?",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(limit as i64 + 1)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(page(items, Some(limit)))
-    }
-
-    async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<ManifestRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
-             WHERE r.name = ? AND m.subject = ? AND (?3 IS NULL OR m.artifact_type = ?3) \
-             ORDER BY m.created_at, m.digest"
-        ))
-        .bind(repo.as_str())
-        .bind(subject.to_string())
-        .bind(artifact_type)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(manifest_from_row).collect()
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
     }
 }

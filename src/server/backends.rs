@@ -1,5 +1,5 @@
-//! Opens the configured blob storage: the data dir, or an object store through the
-//! `object_store` crate.
+//! Opens the configured backends: blob storage (the data dir, or an object store through the
+//! `object_store` crate) and metadata (SQLite in the data dir, or PostgreSQL).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,38 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
+use crate::config::database::redact;
 use crate::config::storage::secret;
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, DatabaseConfig, StorageConfig};
+use crate::metadata::postgres::PgMetadata;
+use crate::metadata::sqlite::SqliteMetadata;
+use crate::metadata::Backend;
 use crate::storage::fs::FsStorage;
 use crate::storage::object::ObjectStorage;
 use crate::storage::Storage;
+
+/// Opens (and migrates) the configured metadata database.
+pub async fn open_metadata(cfg: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match &cfg.database {
+        DatabaseConfig::Embedded => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+            Arc::new(
+                SqliteMetadata::open(&cfg.data_dir.join("berth.db"))
+                    .await
+                    .context("cannot open the metadata database")?,
+            )
+        }
+        DatabaseConfig::Postgres {
+            url,
+            max_connections,
+        } => Arc::new(
+            PgMetadata::open(url, *max_connections)
+                .await
+                .with_context(|| format!("cannot open the metadata database {}", redact(url)))?,
+        ),
+    })
+}
 
 /// Retries of a failed object-store request: enough to ride out a node restart, short
 /// enough that a readiness probe answers.

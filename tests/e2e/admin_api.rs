@@ -11,7 +11,7 @@ use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::AccessTokens;
 use berth::auth::Users;
 use berth::config::{AuthMode, Config};
-use berth::metadata::sqlite::SqliteMetadata;
+use berth::metadata::Backend;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -28,7 +28,7 @@ const OUTSIDER: Creds = ("outsider", "outsider-secret");
 
 struct Env {
     s: TestServer,
-    meta: Arc<SqliteMetadata>,
+    meta: Arc<dyn Backend>,
     /// The secret of the CI token `team-a/ci` (read-write-delete).
     ci: String,
 }

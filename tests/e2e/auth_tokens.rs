@@ -28,9 +28,8 @@ use berth::auth::namespaces::Namespaces;
 use berth::auth::tokens::{new_secret, secret_hash, AccessTokens};
 use berth::auth::Users;
 use berth::config::{AuthMode, Config};
-use berth::metadata::access::{AccessStore, TokenRecord};
-use berth::metadata::sqlite::SqliteMetadata;
-use berth::metadata::users::UserStore;
+use berth::metadata::access::TokenRecord;
+use berth::metadata::Backend;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
@@ -55,7 +54,7 @@ const OUTSIDER: Creds = ("outsider", "outsider-secret");
 /// namespaces and tokens behind the server's back (as the CLI does).
 struct Env {
     s: TestServer,
-    meta: Arc<SqliteMetadata>,
+    meta: Arc<dyn Backend>,
 }
 
 impl Env {

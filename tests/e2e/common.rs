@@ -87,6 +87,37 @@ pub fn s3_storage() -> Option<berth::config::StorageConfig> {
     })
 }
 
+/// The PostgreSQL database of each test server's data dir, for `berth_cli` and `sql`.
+static DATABASES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The PostgreSQL URL of the server whose data dir is `dir`, if it has one.
+pub fn database_of(dir: &std::path::Path) -> Option<String> {
+    DATABASES.lock().unwrap().get(dir).cloned()
+}
+
+/// A fresh, empty database in the PostgreSQL server the test command started (from
+/// `TEST_PG_URL`); `None` when there is none, which fails under CI.
+pub fn pg_database() -> Option<berth::config::DatabaseConfig> {
+    let admin = started("TEST_PG_URL")?;
+    let name = format!("e2e_{}", hex::encode(random_bytes(8)));
+    let out = std::process::Command::new("psql")
+        .args([admin.as_str(), "-qAtc", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = admin.rsplit_once('/').expect("URL with a database").0;
+    Some(berth::config::DatabaseConfig::Postgres {
+        url: format!("{base}/{name}"),
+        max_connections: 8,
+    })
+}
+
 /// Storage in the Azure Blob Storage emulator the test command started (Azurite, from
 /// `TEST_AZURE_*`), under a prefix of its own; `None` when there is none, which fails under CI.
 pub fn azure_storage() -> Option<berth::config::StorageConfig> {
@@ -171,6 +202,10 @@ impl TestServer {
         if std::env::var("TEST_STORAGE").as_deref() == Ok("s3") {
             config.storage = s3_storage().expect("TEST_STORAGE=s3 needs TEST_S3_*");
         }
+        // And with metadata in PostgreSQL: TEST_DB=postgres.
+        if std::env::var("TEST_DB").as_deref() == Ok("postgres") {
+            config.database = pg_database().expect("TEST_DB=postgres needs TEST_PG_URL");
+        }
         modify(&mut config);
         TestServer::open(config, dir).await
     }
@@ -189,6 +224,12 @@ impl TestServer {
     }
 
     async fn open(config: Config, dir: tempfile::TempDir) -> TestServer {
+        if let berth::config::DatabaseConfig::Postgres { url, .. } = &config.database {
+            DATABASES
+                .lock()
+                .unwrap()
+                .insert(config.data_dir.clone(), url.clone());
+        }
         let app = berth::server::App::open(&config)
             .await
             .expect("the registry opens");
@@ -693,7 +734,19 @@ pub fn with_query(location: &str, param: &str) -> String {
 
 /// Runs the `berth` binary with `args`, feeding `stdin`; returns success, stdout, stderr.
 pub fn berth_cli(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    // A command run on a test server's data dir uses that server's database too, as it
+    // would with the server's configuration file.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    if let Some(dir) = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+    {
+        if let Some(url) = DATABASES.lock().unwrap().get(std::path::Path::new(dir)) {
+            cmd.env("BERTH_DATABASE", url);
+        }
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -748,12 +801,10 @@ pub fn unix_now() -> i64 {
 impl TestServer {
     /// A second handle on the server's database (it ran the migrations already), for setting
     /// up users, namespaces and tokens behind the server's back, as the CLI does.
-    pub async fn db(&self) -> std::sync::Arc<berth::metadata::sqlite::SqliteMetadata> {
-        std::sync::Arc::new(
-            berth::metadata::sqlite::SqliteMetadata::open(&self.config.data_dir.join("berth.db"))
-                .await
-                .expect("open the server's database"),
-        )
+    pub async fn db(&self) -> std::sync::Arc<dyn berth::metadata::Backend> {
+        berth::server::open_metadata(&self.config)
+            .await
+            .expect("open the server's database")
     }
 }
 

@@ -12,6 +12,23 @@ use crate::common::*;
 impl TestServer {
     /// Runs SQL against the server's database, as another process would.
     pub async fn sql(&self, query: &str) {
+        if let Some(url) = database_of(&self.config.data_dir) {
+            // The tests' SQL names SQLite's clock; PostgreSQL spells it otherwise.
+            let query = query.replace(
+                "strftime('%s','now')",
+                "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
+            );
+            let out = std::process::Command::new("psql")
+                .args([url.as_str(), "-qAtc", &query])
+                .output()
+                .expect("run psql");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
         let url = format!(
             "sqlite://{}",
             self.config.data_dir.join("berth.db").display()

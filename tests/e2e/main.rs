@@ -27,6 +27,7 @@ mod proxy;
 mod quota;
 mod ratelimit;
 mod relay;
+mod replicas;
 mod restart;
 mod retention;
 mod s3;

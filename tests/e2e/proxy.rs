@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use berth::config::{Config, UpstreamConfig};
-use berth::metadata::proxy::CacheStore;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
@@ -589,7 +588,6 @@ async fn mirrors_chain_with_token_auth() {
     // Both levels hold it now (the regional one by digest: the edge resolved the tag with a
     // HEAD, which the regional mirror answers from its upstream's HEAD).
     let regional_cache = regional.db().await;
-    use berth::metadata::Metadata;
     let repo: berth::oci::RepoName = "hub/library/alpine".parse().unwrap();
     let d: berth::oci::Digest = digest.parse().unwrap();
     assert!(regional_cache

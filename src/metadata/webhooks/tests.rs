@@ -1,6 +1,7 @@
 //! The outbox on SQLite: claims, leases, outcomes, listings, redelivery and pruning.
 
 use super::*;
+use crate::metadata::sqlite::SqliteMetadata;
 
 async fn db() -> (tempfile::TempDir, SqliteMetadata) {
     let dir = tempfile::tempdir().unwrap();
