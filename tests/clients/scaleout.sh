@@ -6,7 +6,10 @@
 #    a second import copies nothing;
 #  - skopeo and podman push to and pull from berth on S3, and blob downloads may be
 #    redirected to presigned URLs, which skopeo follows;
-#  - on three Garage nodes with replication 3, one node killed, pushes and pulls continue.
+#  - on three Garage nodes with replication 3, one node killed, pushes and pulls continue;
+#  - two berth replicas on one PostgreSQL database and one bucket, behind a TCP round-robin
+#    load balancer (lb.py): skopeo, podman and docker push and pull through it, each
+#    replica serves what the other took, and with one replica killed the other carries on.
 # Prints one PASS/FAIL line per check, then "N passed, M failed". Exits non-zero on any failure.
 #
 #   tests/clients/scaleout.sh
@@ -17,12 +20,16 @@
 #   SKIP_PODMAN=1          skip the podman check (printed as SKIP)
 #   TEST_S3_*        an S3 server to use (scripts/test.sh starts Garage and sets them);
 #                          without them this script starts its own Garage node
+#   TEST_PG_URL            a PostgreSQL server to use (scripts/test.sh starts one); without
+#                          it this script starts its own
+#   SKIP_DOCKER=1          skip the docker check (printed as SKIP)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/lib.sh"
 . "$ROOT/scripts/garage.sh"
+. "$ROOT/scripts/postgres.sh"
 
 need curl:curl jq:jq python3:python3 skopeo:skopeo podman:podman sha256sum:coreutils \
     docker-registry:docker-registry openssl:openssl
@@ -36,12 +43,23 @@ fi
 W=/tmp/berth-so.$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -m 700 "$W"
 UP_PID=
+LB_PID=
+REPLICA_PIDS=()
+D=$W/d # dockerd's data-root, exec-root, socket, config
+DOCKERD_PID=
+CONTAINERD_PID=
+DOCKERD_LOG=$W/dockerd.log
 cleanup() {
     local rc=$?
     if [ -n "$BERTH_PID" ] && kill -0 "$BERTH_PID" 2>/dev/null; then
         stop_berth || true
     fi
     [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
+    [ -n "$LB_PID" ] && kill "$LB_PID" 2>/dev/null || true
+    local p
+    for p in "${REPLICA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    [ -n "$DOCKERD_PID" ] && { stop_dockerd || true; }
+    pg_stop
     garage_stop
     remove_workdir
     exit "$rc"
@@ -250,6 +268,130 @@ node_down() {
 }
 check "three Garage nodes, one killed: skopeo pushes and pulls continue, berth stays ready" node_down
 stop_berth
+
+# ---------------------------------------------------------------------------------------------
+# Two replicas on one PostgreSQL database and one bucket, behind a round-robin load balancer.
+
+garage_stop
+garage_start "$W/garage-r" 1
+printf '%s\n' "$TEST_S3_SECRET" >"$W/s3.secret"
+if [ -z "${TEST_PG_URL:-}" ]; then
+    pg_install
+    mkdir -p "$W/pg" && chmod 755 "$W" "$W/pg"
+    pg_start "$W/pg"
+fi
+DB=so_$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+psql "$TEST_PG_URL" -qAtc "CREATE DATABASE $DB"
+PREFIX=rep-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+write_config false
+echo "database: ${TEST_PG_URL%/*}/$DB" >>"$W/berth.yaml"
+
+# start_replica N: berth serve on a free port with data dir $W/replica-N (sets RPORT[N]).
+declare -A RPORT
+start_replica() {
+    local n=$1 port
+    port=$(free_port)
+    "$BERTH" serve --config "$W/berth.yaml" --addr "127.0.0.1:$port" \
+        --data-dir "$W/replica-$n" --log-format json 2>"$W/replica-$n.log" &
+    REPLICA_PIDS[n]=$!
+    RPORT[$n]=$port
+    for _ in $(seq 1 300); do
+        grep -qs 'berth ready' "$W/replica-$n.log" && return 0
+        kill -0 "${REPLICA_PIDS[n]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$W/replica-$n.log" >&2
+    return 1
+}
+start_replica 1
+start_replica 2
+LB=127.0.0.1:$(free_port)
+python3 "$HERE/lb.py" "${LB#*:}" "${RPORT[1]}" "${RPORT[2]}" >"$W/lb.log" 2>&1 &
+LB_PID=$!
+for _ in $(seq 1 100); do grep -qs 'lb ready' "$W/lb.log" && break; sleep 0.1; done
+echo "replicas 127.0.0.1:${RPORT[1]} and 127.0.0.1:${RPORT[2]} behind $LB, database $DB"
+
+through_lb() {
+    "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$LB/rep/img:v1"
+    "${SKOPEO[@]}" copy --dest-tls-verify=false --all "oci:$LAYOUT:multi" "docker://$LB/rep/multi:v1"
+    rm -rf "$W/pull5"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$LB/rep/img:v1" "oci:$W/pull5:img"
+    "${SKOPEO[@]}" copy --src-tls-verify=false --all "docker://$LB/rep/multi:v1" "oci:$W/pull5:multi"
+    verify_layout_blobs "$W/pull5"
+    eq "$(layout_ref "$W/pull5" img)" "$(jq -r .img.manifest "$W/images.json")" "manifest digest"
+    eq "$(layout_ref "$W/pull5" multi)" "$(jq -r .multi.index "$W/images.json")" "index digest"
+    # Each replica answers every tag the pushes left, with the same bytes.
+    local n a b
+    for n in 1 2; do
+        a=$(curl -sS -f "${ACCEPT[@]}" "http://127.0.0.1:${RPORT[$n]}/v2/rep/img/manifests/v1" | sha256sum)
+        b=$(curl -sS -f "${ACCEPT[@]}" "http://127.0.0.1:${RPORT[$n]}/v2/rep/multi/manifests/v1" | sha256sum)
+        eq "sha256:${a%% *}" "$(jq -r .img.manifest "$W/images.json")" "replica $n image"
+        eq "sha256:${b%% *}" "$(jq -r .multi.index "$W/images.json")" "replica $n index"
+    done
+    eq "$(curl -s "http://$LB/v2/_catalog" | jq -c .repositories)" '["rep/img","rep/multi"]' catalog
+}
+check "two replicas on PostgreSQL + S3 behind a load balancer: skopeo pushes and pulls, both replicas serve everything" through_lb
+
+podman_lb() {
+    local id out
+    mkdir -p "$W/podman2/tmp"
+    export CONTAINERS_STORAGE_CONF=$W/podman2/storage.conf
+    printf '[storage]\ndriver = "vfs"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+        "$W/podman2/run" "$W/podman2/root" >"$CONTAINERS_STORAGE_CONF"
+    local P=(podman --root "$W/podman2/root" --runroot "$W/podman2/run" --storage-driver vfs
+        --events-backend file --cgroup-manager cgroupfs --tmpdir "$W/podman2/tmp")
+    id=$(jq -r .img.config "$W/images.json" | cut -d: -f2)
+    "${P[@]}" pull --signature-policy "$POLICY" "oci:$LAYOUT:img"
+    "${P[@]}" tag "$id" "$LB/rep/podman:v1"
+    "${P[@]}" push --tls-verify=false --signature-policy "$POLICY" "$LB/rep/podman:v1"
+    "${P[@]}" rmi -f "$id"
+    "${P[@]}" pull --tls-verify=false --signature-policy "$POLICY" "$LB/rep/podman:v1"
+    out=$("${P[@]}" image inspect "$LB/rep/podman:v1")
+    eq "$(jq -r '.[0].Id' <<<"$out")" "$id" "image id (config digest)"
+}
+if [ "${SKIP_PODMAN:-0}" = 1 ]; then
+    echo "SKIP: podman through the load balancer (SKIP_PODMAN=1 given)"
+else
+    check "podman pushes and pulls through the load balancer" podman_lb
+fi
+
+docker_lb() {
+    mkdir -p "$D"
+    DOCKERD_LOG=$W/dockerd.log
+    export DOCKER_HOST=unix://$D/docker.sock
+    start_dockerd --insecure-registry "$LB" || { dockerd_failure; return 1; }
+    "${SKOPEO[@]}" copy "oci:$LAYOUT:img" "docker-archive:$W/img.tar:berth-test/img:v1"
+    docker load -i "$W/img.tar"
+    docker tag berth-test/img:v1 "$LB/rep/docker:v1"
+    docker push "$LB/rep/docker:v1"
+    docker rmi "$LB/rep/docker:v1" berth-test/img:v1
+    docker pull "$LB/rep/docker:v1"
+    eq "$(docker image inspect --format '{{.Id}}' "$LB/rep/docker:v1")" "$(jq -r .img.config "$W/images.json")" "image ID"
+    stop_dockerd
+    DOCKERD_PID=
+}
+if [ "${SKIP_DOCKER:-0}" = 1 ] || ! command -v dockerd >/dev/null 2>&1; then
+    echo "SKIP: docker through the load balancer (no dockerd, or SKIP_DOCKER=1 given)"
+else
+    check "docker pushes and pulls through the load balancer" docker_lb
+fi
+
+replica_killed() {
+    kill -KILL "${REPLICA_PIDS[1]}"
+    wait "${REPLICA_PIDS[1]}" 2>/dev/null || true
+    "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$LB/rep/after:v1"
+    rm -rf "$W/pull6"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$LB/rep/img:v1" "oci:$W/pull6:img"
+    "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$LB/rep/after:v1" "oci:$W/pull6:after"
+    verify_layout_blobs "$W/pull6"
+    eq "$(layout_ref "$W/pull6" after)" "$(jq -r .img.manifest "$W/images.json")" "manifest digest"
+    # Replica 1 back with its data dir wiped: it lost nothing, since it kept nothing.
+    rm -rf "$W/replica-1"
+    start_replica 1
+    a=$(curl -sS -f "${ACCEPT[@]}" "http://127.0.0.1:${RPORT[1]}/v2/rep/after/manifests/v1" | sha256sum)
+    eq "sha256:${a%% *}" "$(jq -r .img.manifest "$W/images.json")" "wiped replica serves it"
+}
+check "one replica killed: pushes and pulls continue on the other; wiped and restarted, it serves everything" replica_killed
 
 echo
 echo "$PASSED passed, $FAILED failed"
