@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# berth with blobs in S3 (Garage) against berth on the embedded default and against
-# Distribution 2.8 (Debian's docker-registry) with its s3 driver on the same Garage bucket:
+# berth with blobs in S3 (Garage), with metadata in SQLite or in PostgreSQL (Debian's), against
+# berth on the embedded default and against Distribution 2.8 (Debian's docker-registry) with
+# its s3 driver on the same Garage bucket:
 # 256 MiB push and pull throughput, manifest GET req/s and p99. One run, same machine,
 # loopback only; prints a Markdown table with ratios.
 #
@@ -14,6 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 for v in $(compgen -e | grep '^BERTH_' || true); do unset "$v"; done
 . "$ROOT/bench/lib.sh"
 . "$ROOT/scripts/garage.sh"
+. "$ROOT/scripts/postgres.sh"
 LOAD_SECS=${LOAD_SECS:-10}
 CONNS=${CONNS:-64}
 RUNS=${RUNS:-3}
@@ -24,6 +26,7 @@ BERTH_BIN=$ROOT/target/release/berth
 command -v docker-registry >/dev/null || { apt-get update -qq; apt-get install -y -qq docker-registry >/dev/null; }
 need_loadgen
 garage_install
+pg_install
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then (cd "$ROOT" && cargo build --release --quiet); fi
 
 WORK=$(mktemp -d /tmp/berth-s3bench.XXXXXX)
@@ -32,10 +35,14 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     garage_stop
+    pg_stop
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 garage_start "$WORK/garage" 1
+chmod 755 "$WORK"
+pg_start "$WORK/pg"
+psql "$TEST_PG_URL" -qAtc "CREATE DATABASE berth_bench"
 
 declare -A BASE
 start_berth() { # NAME CONFIG
@@ -60,8 +67,11 @@ storage:
     access_key_id: $TEST_S3_KEY_ID
     secret_access_key: $TEST_S3_SECRET
 YAML
+sed -e 's/prefix: berth-bench/prefix: berth-bench-pg/' "$WORK/s3.yaml" >"$WORK/pg.yaml"
+echo "database: ${TEST_PG_URL%/*}/berth_bench" >>"$WORK/pg.yaml"
 start_berth fs "$WORK/fs.yaml"
 start_berth s3 "$WORK/s3.yaml"
+start_berth pg "$WORK/pg.yaml"
 PEER_PORT=$(free_port)
 cat >"$WORK/peer.yml" <<YAML
 version: 0.1
@@ -89,8 +99,8 @@ env -u AWS_CA_BUNDLE $(compgen -e | grep "^REGISTRY_" | sed "s/^/-u /") \
 PIDS+=($!)
 BASE[peer]=http://127.0.0.1:$PEER_PORT
 wait_ready "${BASE[peer]}" "$!" peer
-WHO=(fs s3 peer)
-log "berth fs ${BASE[fs]}, berth s3 ${BASE[s3]}, peer (s3 driver) ${BASE[peer]}"
+WHO=(fs s3 pg peer)
+log "berth fs ${BASE[fs]}, berth s3 ${BASE[s3]}, berth s3+pg ${BASE[pg]}, peer (s3 driver) ${BASE[peer]}"
 
 declare -A PUSH PULL R
 for i in $(seq 1 "$RUNS"); do
@@ -123,16 +133,16 @@ for who in "${WHO[@]}"; do
 done
 
 echo
-echo "## berth on S3 (Garage $(garage --version 2>/dev/null | awk '{print $2}')) vs. the embedded default vs. Distribution $(docker-registry --version | awk '{print $NF}') on the same bucket"
+echo "## berth on S3 (Garage $(garage --version 2>/dev/null | awk '{print $2}')), with SQLite or PostgreSQL $(psql --version | awk '{print $3}'), vs. the embedded default vs. Distribution $(docker-registry --version | awk '{print $NF}') on the same bucket"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, one Garage node on loopback, $RUNS runs of 256 MiB (new content each run, median), \`$LOADGEN\` $LOAD_SECS s x $CONNS connections."
 echo
-echo "| Measurement | berth S3 | berth embedded | Distribution S3 | S3/embedded | berth S3/Distribution S3 |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| Measurement | berth S3 + PostgreSQL | berth S3 + SQLite | berth embedded | Distribution S3 | S3+PG/embedded | S3+PG/Distribution S3 | S3+SQLite/Distribution S3 |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for m in push pull mget mgetp99; do
     case $m in
         push) name="256 MiB push, MB/s" ;; pull) name="256 MiB pull, MB/s" ;;
         mget) name="Manifest GET by tag, req/s" ;; mgetp99) name="Manifest GET p99, ms" ;;
     esac
-    echo "| $name | $(fmt "${R[$m.s3]}") | $(fmt "${R[$m.fs]}") | $(fmt "${R[$m.peer]}") | $(ratio "${R[$m.s3]}" "${R[$m.fs]}") | $(ratio "${R[$m.s3]}" "${R[$m.peer]}") |"
+    echo "| $name | $(fmt "${R[$m.pg]}") | $(fmt "${R[$m.s3]}") | $(fmt "${R[$m.fs]}") | $(fmt "${R[$m.peer]}") | $(ratio "${R[$m.pg]}" "${R[$m.fs]}") | $(ratio "${R[$m.pg]}" "${R[$m.peer]}") | $(ratio "${R[$m.s3]}" "${R[$m.peer]}") |"
 done

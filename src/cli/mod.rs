@@ -133,10 +133,11 @@ pub enum Command {
     /// Copy every blob to the storage another configuration file sets (the data dir to S3,
     /// GCS or Azure, or back), each verified as it is copied; then switch `storage:` to it.
     /// Run it while the server runs, then again once it is stopped (copying only what is
-    /// new); the database stays in the data dir.
+    /// new). When FILE names a PostgreSQL database, the second run (the server stopped)
+    /// also copies the embedded database into it, which must be empty.
     Migrate {
-        /// The configuration to move to: its `storage:` is the target, and its data dir
-        /// must be this one's.
+        /// The configuration to move to: its `storage:` and `database:` are the targets (with
+        /// the database staying embedded, its data dir must be this one's).
         #[arg(long, value_name = "FILE")]
         to: std::path::PathBuf,
         /// Blobs copied at once.

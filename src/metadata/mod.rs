@@ -12,6 +12,7 @@ pub mod audit;
 mod busy;
 pub mod cached;
 pub mod cached_access;
+pub mod copy;
 pub mod gc;
 pub mod lifecycle;
 mod memo;

@@ -231,3 +231,130 @@ async fn a_replica_killed_mid_push_leaves_the_push_to_finish_on_the_other() {
         assert_eq!(sha256(&got.bytes().await.unwrap()), blob.digest);
     }
 }
+
+/// `berth migrate --to FILE` moves a registry on the embedded default (filesystem and
+/// SQLite) to S3 and PostgreSQL: beside the running server it copies the blobs and leaves
+/// the metadata for later; once the server is stopped it copies the rest and the database;
+/// replicas on the target then serve every tag, user and token as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_moves_an_embedded_registry_to_s3_and_postgres() {
+    let (Some(db), Some(storage)) = (pg_database(), s3_storage()) else {
+        return;
+    };
+    // Outlives the embedded server, whose own temp dir goes when it stops.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_with(|c| {
+        c.data_dir = dir.path().join("data");
+        c.database = berth::config::DatabaseConfig::Embedded;
+        c.storage = berth::config::StorageConfig::Filesystem;
+        c.auth.mode = berth::config::AuthMode::Basic;
+    })
+    .await;
+    let data_dir = s.config.data_dir.to_str().unwrap().to_string();
+    let (ok, _, err) = berth_cli(
+        &[
+            "user",
+            "add",
+            "ci",
+            "--admin",
+            "--password-stdin",
+            "--data-dir",
+            &data_dir,
+        ],
+        Some("s3cret-pw\n"),
+    );
+    assert!(ok, "{err}");
+    let auth = basic_auth("ci", "s3cret-pw");
+    let c = client_with_auth(Some(&auth));
+    s.client = c.clone();
+    let (a, _) = s.push_image("mig/app", "v1", 2).await;
+    let (b, _) = s.push_image("mig/other", "v2", 2).await;
+
+    let target = berth::config::Config {
+        storage,
+        database: db,
+        data_dir: dir.path().join("replica"),
+        ..s.config.clone()
+    };
+    let file = dir.path().join("target.yaml");
+    std::fs::write(&file, target.to_yaml()).unwrap();
+    let run = || {
+        let (ok, out, err) = berth_cli(
+            &[
+                "migrate",
+                "--to",
+                file.to_str().unwrap(),
+                "--data-dir",
+                &data_dir,
+                "--json",
+            ],
+            None,
+        );
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let live = run();
+    assert_eq!(live["blobs_copied"], 8, "{live}");
+    assert_eq!(live["metadata_pending"], true, "{live}");
+    assert!(live["metadata"].is_null());
+
+    s.stop().await;
+    let stopped = run();
+    assert_eq!(stopped["blobs_copied"], 0, "{stopped}");
+    assert_eq!(stopped["metadata_pending"], false);
+    let rows: std::collections::BTreeMap<String, u64> = stopped["metadata"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows["repositories"], 2, "{stopped}");
+    assert_eq!(rows["tags"], 2);
+    assert_eq!(rows["users"], 1);
+    // A second copy into the now full database is refused, and changes nothing.
+    let (ok, _, err) = berth_cli(
+        &[
+            "migrate",
+            "--to",
+            file.to_str().unwrap(),
+            "--data-dir",
+            &data_dir,
+            "--json",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("not empty"), "{err}");
+
+    let mut t = TestServer::start_with(|c| *c = target.clone()).await;
+    for (repo, img, tag) in [("mig/app", &a, "v1"), ("mig/other", &b, "v2")] {
+        let m = c
+            .get(t.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("Accept", &img.media_type)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(m.status(), StatusCode::OK, "{repo}:{tag}");
+        assert_eq!(m.bytes().await.unwrap(), img.manifest);
+        for d in img.layers.iter().chain([&img.config]) {
+            let blob = c
+                .get(t.url(&format!("/v2/{repo}/blobs/{}", d.digest)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(sha256(&blob.bytes().await.unwrap()), d.digest);
+        }
+    }
+    // The user came along; without credentials nothing is served.
+    let anon = t.get("/v2/mig/app/manifests/v1").send().await.unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    // New rows continue after the copied ones.
+    t.client = c.clone();
+    t.push_image("mig/new", "v1", 1).await;
+    let tags = c.get(t.url("/v2/_catalog")).send().await.unwrap();
+    let v: serde_json::Value = tags.json().await.unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["mig/app", "mig/new", "mig/other"]),
+        "{v}"
+    );
+}
