@@ -342,6 +342,14 @@ impl<M: ?Sized + Metadata + CacheStore> CacheStore for CachedMetadata<M> {
         self.inner.set_pin(repo, pinned).await
     }
 
+    async fn take_fill_lease(&self, digest: &Digest, holder: &str, ttl_secs: i64) -> Result<bool> {
+        self.inner.take_fill_lease(digest, holder, ttl_secs).await
+    }
+
+    async fn release_fill_lease(&self, digest: &Digest, holder: &str) -> Result<()> {
+        self.inner.release_fill_lease(digest, holder).await
+    }
+
     async fn pins(&self) -> Result<Vec<String>> {
         self.inner.pins().await
     }

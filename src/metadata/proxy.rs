@@ -99,6 +99,11 @@ pub trait CacheStore: Send + Sync + 'static {
     ) -> Result<()>;
     async fn upstream_states(&self) -> Result<Vec<UpstreamState>>;
 
+    /// Takes (or renews) the lease on fetching `digest` from an upstream for `ttl_secs`:
+    /// `false` when another holder (another replica) has it unexpired.
+    async fn take_fill_lease(&self, digest: &Digest, holder: &str, ttl_secs: i64) -> Result<bool>;
+    async fn release_fill_lease(&self, digest: &Digest, holder: &str) -> Result<()>;
+
     /// `false` when nothing changed.
     async fn set_pin(&self, repo: &str, pinned: bool) -> Result<bool>;
     async fn pins(&self) -> Result<Vec<String>>;

@@ -45,6 +45,13 @@ fn counted(s: ByteStream, counter: Arc<Proxy>, slot: usize) -> ByteStream {
     .boxed()
 }
 
+/// How long a fill lease lasts unless renewed (renewed every third of it while fetching).
+const FILL_LEASE_SECS: i64 = 30;
+/// How often a replica waiting on another's fill looks for the stored blob.
+const FILL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a replica waits on another's fill before it fetches the blob itself.
+const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Proxy {
     pub(super) async fn cached_blob(
         &self,
@@ -62,24 +69,8 @@ impl Proxy {
             Err(e) => return Err(e),
         }
         let digest_s = digest.to_string();
-        if hosted.storage().stat(digest).await?.is_some() {
-            // Stored for another repository: only the upstream can say it belongs here.
-            match t.slot.head_blob(t.remote, &digest_s).await {
-                Ok(_) => {
-                    let size = hosted.storage().stat(digest).await?.unwrap_or(0);
-                    hosted.store().link_blob(repo, digest, size, None).await?;
-                    if let Ok(r) = hosted.blob(repo, digest, range, body).await {
-                        return Ok(self.served(t, r, CacheStatus::Hit));
-                    }
-                }
-                Err(UpstreamError::NotFound) => {
-                    return Err(RegistryError::BlobUnknown(digest.clone()))
-                }
-                Err(e) => {
-                    Counters::bump(&c.errors, 1);
-                    return Err(upstream_error(e, "blob"));
-                }
-            }
+        if let Some(r) = self.stored_elsewhere(t, repo, digest, range, body).await? {
+            return Ok(r);
         }
         Counters::bump(&c.misses, 1);
         if !body {
@@ -101,6 +92,13 @@ impl Proxy {
                     Err(upstream_error(e, "blob"))
                 }
             };
+        }
+        if !self.inner.fills.running(digest) {
+            // Another replica fetching the same blob: wait for its copy rather than fetch
+            // it a second time.
+            if let Some(r) = self.await_other_fill(t, repo, digest, range, body).await? {
+                return Ok(r);
+            }
         }
         let (fill, joined) = self.inner.fills.join(digest, |fill| {
             let me = self.clone();
@@ -134,6 +132,72 @@ impl Proxy {
         })
     }
 
+    /// A blob stored already (for another repository, or by another replica's fill) is
+    /// linked here and served once the upstream confirms this repository has it.
+    async fn stored_elsewhere(
+        &self,
+        t: &Target<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+        body: bool,
+    ) -> Result<Option<BlobReply>> {
+        let hosted = &self.inner.hosted;
+        let Some(size) = hosted.storage().stat(digest).await? else {
+            return Ok(None);
+        };
+        match t.slot.head_blob(t.remote, &digest.to_string()).await {
+            Ok(_) => {
+                hosted.store().link_blob(repo, digest, size, None).await?;
+                Ok(hosted
+                    .blob(repo, digest, range, body)
+                    .await
+                    .ok()
+                    .map(|r| self.served(t, r, CacheStatus::Hit)))
+            }
+            Err(UpstreamError::NotFound) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => {
+                Counters::bump(&t.slot.counters.errors, 1);
+                Err(upstream_error(e, "blob"))
+            }
+        }
+    }
+
+    /// Takes the database's lease on fetching `digest`, waiting while another replica holds
+    /// it: `Some` when that replica's copy was stored meanwhile (served from it), `None` when
+    /// this process is to fetch. A holder that dies stops renewing, and its lease lapses
+    /// within [`FILL_LEASE_SECS`]; after [`FILL_WAIT`] this process fetches regardless. A
+    /// database error is not worth failing a pull for: the blob is fetched.
+    async fn await_other_fill(
+        &self,
+        t: &Target<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+        body: bool,
+    ) -> Result<Option<BlobReply>> {
+        let meta = &self.inner.meta;
+        let deadline = tokio::time::Instant::now() + FILL_WAIT;
+        let mut counted = false;
+        loop {
+            match meta
+                .take_fill_lease(digest, &self.inner.holder, FILL_LEASE_SECS)
+                .await
+            {
+                Ok(false) if tokio::time::Instant::now() < deadline => {}
+                _ => return Ok(None),
+            }
+            if !counted {
+                Counters::bump(&t.slot.counters.coalesced, 1);
+                counted = true;
+            }
+            tokio::time::sleep(FILL_POLL).await;
+            if let Some(r) = self.stored_elsewhere(t, repo, digest, range, body).await? {
+                return Ok(Some(r));
+            }
+        }
+    }
+
     fn served(&self, t: &Target<'_>, mut r: BlobReply, cache: CacheStatus) -> BlobReply {
         Counters::bump(&t.slot.counters.hits, 1);
         r.cache = Some(cache);
@@ -147,6 +211,23 @@ impl Proxy {
     async fn run_fill(self, fill: Arc<Fill>, slot: usize, remote: String, repo: RepoName) {
         let s = &self.inner.upstreams[slot];
         let storage = self.inner.hosted.storage().clone();
+        // Renew the fill lease while this fetch runs, so other replicas keep waiting.
+        let renew = {
+            let (meta, holder, digest) = (
+                self.inner.meta.clone(),
+                self.inner.holder.clone(),
+                fill.digest.clone(),
+            );
+            tokio::spawn(async move {
+                let every = std::time::Duration::from_secs(FILL_LEASE_SECS as u64 / 3);
+                loop {
+                    let _ = meta
+                        .take_fill_lease(&digest, &holder, FILL_LEASE_SECS)
+                        .await;
+                    tokio::time::sleep(every).await;
+                }
+            })
+        };
         let result: std::result::Result<u64, FillError> = async {
             let resp = s.get_blob(&remote, &fill.digest.to_string()).await?;
             let announced = resp.content_length();
@@ -218,7 +299,13 @@ impl Proxy {
             Counters::bump(counter, 1);
             tracing::warn!(upstream = %s.name, repository = %repo, digest = %fill.digest, error = %e, "blob not cached");
         }
+        renew.abort();
         fill.finish(result);
         self.inner.fills.remove(&fill);
+        let _ = self
+            .inner
+            .meta
+            .release_fill_lease(&fill.digest, &self.inner.holder)
+            .await;
     }
 }

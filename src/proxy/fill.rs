@@ -284,6 +284,11 @@ impl Fills {
         }
     }
 
+    /// True while this process fetches `digest`.
+    pub fn running(&self, digest: &Digest) -> bool {
+        self.running.lock().contains_key(digest)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.running.lock().len()
     }

@@ -64,6 +64,8 @@ pub struct Inner {
     max_bytes: u64,
     low_watermark: f64,
     fills: fill::Fills,
+    /// This process's name on the fill leases other replicas see.
+    holder: String,
     manifests: flights::Flights<(RepoName, String, bool), FlightResult>,
 }
 
@@ -169,6 +171,7 @@ impl Proxy {
                 max_bytes: cfg.max_bytes.0,
                 low_watermark: cfg.low_watermark,
                 fills: fill::Fills::default(),
+                holder: format!("fill-{}-{}", std::process::id(), UploadId::new_random()),
                 manifests: flights::Flights::new(),
             }),
         })

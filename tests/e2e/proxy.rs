@@ -179,8 +179,9 @@ async fn a_moved_tag_is_revalidated_once_after_its_ttl() {
     // Revalidation times are in whole seconds: a TTL of a few leaves the "still fresh" step
     // room on a loaded machine.
     const TTL: u64 = 3;
-    let m = mirror(|c| c.proxy.upstreams[0].tag_ttl = berth::config::Span(Duration::from_secs(TTL)))
-        .await;
+    let m =
+        mirror(|c| c.proxy.upstreams[0].tag_ttl = berth::config::Span(Duration::from_secs(TTL)))
+            .await;
     let (_, old) = m.origin.push_image("library/alpine", "latest", 1).await;
     let path = "/v2/hub/alpine/manifests/latest";
     assert_eq!(

@@ -358,3 +358,37 @@ async fn migrate_moves_an_embedded_registry_to_s3_and_postgres() {
         "{v}"
     );
 }
+
+/// Two replicas caching the same upstream: a cold blob pulled through both at once is
+/// fetched from the upstream once. The replica that takes the database's fill lease fetches
+/// it; the other waits for the stored copy and serves it, verified, from the shared store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_blob_pulled_through_two_replicas_is_fetched_once() {
+    let (Some(db), Some(storage)) = (pg_database(), s3_storage()) else {
+        return;
+    };
+    let origin = TestServer::start().await;
+    let relay = crate::relay::Relay::start(&origin.base).await;
+    let url = relay.url.clone();
+    let shared = |c: &mut berth::config::Config| {
+        c.database = db.clone();
+        c.storage = storage.clone();
+        c.proxy.upstreams = vec![berth::config::UpstreamConfig::new("hub", &url)];
+    };
+    let a = TestServer::start_with(shared).await;
+    let b = TestServer::start_with(shared).await;
+    let data = random_bytes(4 << 20);
+    let layer = origin.push_blob("library/big", &data).await;
+    // Slow enough that both requests arrive while the first fetch runs.
+    relay.set(|k| k.pace = Some(std::time::Duration::from_millis(300)));
+    let path = format!("/v2/hub/library/big/blobs/{layer}");
+    let (ra, rb) = tokio::join!(a.get(&path).send(), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        b.get(&path).send().await
+    });
+    for r in [ra.unwrap(), rb.unwrap()] {
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
+    }
+    assert_eq!(relay.count("GET blob"), 1, "{:?}", relay.log());
+}

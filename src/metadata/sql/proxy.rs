@@ -31,6 +31,19 @@ const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = 
 
 #[async_trait]
 impl CacheStore for Meta {
+    async fn take_fill_lease(&self, digest: &Digest, holder: &str, ttl_secs: i64) -> Result<bool> {
+        use crate::metadata::lifecycle::LifecycleStore;
+        Ok(self
+            .take_lease(&format!("fill:{digest}"), holder, ttl_secs)
+            .await?
+            .is_ok())
+    }
+
+    async fn release_fill_lease(&self, digest: &Digest, holder: &str) -> Result<()> {
+        use crate::metadata::lifecycle::LifecycleStore;
+        self.release_lease(&format!("fill:{digest}"), holder).await
+    }
+
     async fn cache_manifest(
         &self,
         repo: &RepoName,
