@@ -155,7 +155,7 @@ CREATE TABLE proxy_upstreams (
 
 CREATE FUNCTION berth_tag_left() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  UPDATE manifests SET untagged_at = EXTRACT(EPOCH FROM clock_timestamp())::BIGINT
+  UPDATE manifests SET untagged_at = FLOOR(EXTRACT(EPOCH FROM clock_timestamp()))::BIGINT
   WHERE repo_id = OLD.repo_id AND digest = OLD.digest
     AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = OLD.repo_id AND digest = OLD.digest);
   RETURN NULL;

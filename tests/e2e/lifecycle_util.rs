@@ -16,7 +16,7 @@ impl TestServer {
             // The tests' SQL names SQLite's clock; PostgreSQL spells it otherwise.
             let query = query.replace(
                 "strftime('%s','now')",
-                "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
+                "CAST(FLOOR(EXTRACT(EPOCH FROM now())) AS BIGINT)",
             );
             let out = std::process::Command::new("psql")
                 .args([url.as_str(), "-qAtc", &query])
