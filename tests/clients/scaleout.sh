@@ -193,24 +193,27 @@ push_pull_s3() {
 }
 check "skopeo pushes to and pulls from berth on S3; no blob in the data dir" push_pull_s3
 
-podman_s3() {
-    local id out
-    mkdir -p "$W/podman/tmp"
-    export CONTAINERS_STORAGE_CONF=$W/podman/storage.conf
+# podman_roundtrip REF DIR: podman (storage under DIR) pushes the test image to REF, removes
+# it, pulls it back and checks its id and layers.
+podman_roundtrip() {
+    local ref=$1 dir=$2 id out
+    mkdir -p "$dir/tmp"
+    export CONTAINERS_STORAGE_CONF=$dir/storage.conf
     printf '[storage]\ndriver = "vfs"\nrunroot = "%s"\ngraphroot = "%s"\n' \
-        "$W/podman/run" "$W/podman/root" >"$CONTAINERS_STORAGE_CONF"
-    local P=(podman --root "$W/podman/root" --runroot "$W/podman/run" --storage-driver vfs
-        --events-backend file --cgroup-manager cgroupfs --tmpdir "$W/podman/tmp")
+        "$dir/run" "$dir/root" >"$CONTAINERS_STORAGE_CONF"
+    local P=(podman --root "$dir/root" --runroot "$dir/run" --storage-driver vfs
+        --events-backend file --cgroup-manager cgroupfs --tmpdir "$dir/tmp")
     id=$(jq -r .img.config "$W/images.json" | cut -d: -f2)
     "${P[@]}" pull --signature-policy "$POLICY" "oci:$LAYOUT:img"
-    "${P[@]}" tag "$id" "$REG/s3/podman:v1"
-    "${P[@]}" push --tls-verify=false --signature-policy "$POLICY" "$REG/s3/podman:v1"
+    "${P[@]}" tag "$id" "$ref"
+    "${P[@]}" push --tls-verify=false --signature-policy "$POLICY" "$ref"
     "${P[@]}" rmi -f "$id"
-    "${P[@]}" pull --tls-verify=false --signature-policy "$POLICY" "$REG/s3/podman:v1"
-    out=$("${P[@]}" image inspect "$REG/s3/podman:v1")
+    "${P[@]}" pull --tls-verify=false --signature-policy "$POLICY" "$ref"
+    out=$("${P[@]}" image inspect "$ref")
     eq "$(jq -r '.[0].Id' <<<"$out")" "$id" "image id (config digest)"
     eq "$(jq -c '.[0].RootFS.Layers' <<<"$out")" "$(jq -c .img.diff_ids "$W/images.json")" "RootFS layers"
 }
+podman_s3() { podman_roundtrip "$REG/s3/podman:v1" "$W/podman"; }
 if [ "${SKIP_PODMAN:-0}" = 1 ]; then
     echo "SKIP: podman on S3 (SKIP_PODMAN=1 given)"
 else
@@ -332,23 +335,7 @@ through_lb() {
 }
 check "two replicas on PostgreSQL + S3 behind a load balancer: skopeo pushes and pulls, both replicas serve everything" through_lb
 
-podman_lb() {
-    local id out
-    mkdir -p "$W/podman2/tmp"
-    export CONTAINERS_STORAGE_CONF=$W/podman2/storage.conf
-    printf '[storage]\ndriver = "vfs"\nrunroot = "%s"\ngraphroot = "%s"\n' \
-        "$W/podman2/run" "$W/podman2/root" >"$CONTAINERS_STORAGE_CONF"
-    local P=(podman --root "$W/podman2/root" --runroot "$W/podman2/run" --storage-driver vfs
-        --events-backend file --cgroup-manager cgroupfs --tmpdir "$W/podman2/tmp")
-    id=$(jq -r .img.config "$W/images.json" | cut -d: -f2)
-    "${P[@]}" pull --signature-policy "$POLICY" "oci:$LAYOUT:img"
-    "${P[@]}" tag "$id" "$LB/rep/podman:v1"
-    "${P[@]}" push --tls-verify=false --signature-policy "$POLICY" "$LB/rep/podman:v1"
-    "${P[@]}" rmi -f "$id"
-    "${P[@]}" pull --tls-verify=false --signature-policy "$POLICY" "$LB/rep/podman:v1"
-    out=$("${P[@]}" image inspect "$LB/rep/podman:v1")
-    eq "$(jq -r '.[0].Id' <<<"$out")" "$id" "image id (config digest)"
-}
+podman_lb() { podman_roundtrip "$LB/rep/podman:v1" "$W/podman2"; }
 if [ "${SKIP_PODMAN:-0}" = 1 ]; then
     echo "SKIP: podman through the load balancer (SKIP_PODMAN=1 given)"
 else

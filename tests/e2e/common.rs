@@ -767,6 +767,23 @@ pub fn berth_cli(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// `berth migrate --to FILE --data-dir DIR --json`: whether it succeeded, its JSON report
+/// (`null` when it printed none) and its standard error.
+pub fn migrate_cli(file: &std::path::Path, data_dir: &str) -> (bool, Value, String) {
+    let (ok, out, err) = berth_cli(
+        &[
+            "migrate",
+            "--to",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data_dir,
+            "--json",
+        ],
+        None,
+    );
+    (ok, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+}
+
 /// An `Authorization: Basic` header value.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine;

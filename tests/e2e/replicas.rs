@@ -279,19 +279,9 @@ async fn migrate_moves_an_embedded_registry_to_s3_and_postgres() {
     let file = dir.path().join("target.yaml");
     std::fs::write(&file, target.to_yaml()).unwrap();
     let run = || {
-        let (ok, out, err) = berth_cli(
-            &[
-                "migrate",
-                "--to",
-                file.to_str().unwrap(),
-                "--data-dir",
-                &data_dir,
-                "--json",
-            ],
-            None,
-        );
-        assert!(ok, "{out}{err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        let (ok, report, err) = migrate_cli(&file, &data_dir);
+        assert!(ok, "{report}{err}");
+        report
     };
     let live = run();
     assert_eq!(live["blobs_copied"], 8, "{live}");
@@ -312,17 +302,7 @@ async fn migrate_moves_an_embedded_registry_to_s3_and_postgres() {
     assert_eq!(rows["tags"], 2);
     assert_eq!(rows["users"], 1);
     // A second copy into the now full database is refused, and changes nothing.
-    let (ok, _, err) = berth_cli(
-        &[
-            "migrate",
-            "--to",
-            file.to_str().unwrap(),
-            "--data-dir",
-            &data_dir,
-            "--json",
-        ],
-        None,
-    );
+    let (ok, _, err) = migrate_cli(&file, &data_dir);
     assert!(!ok && err.contains("not empty"), "{err}");
 
     let mut t = TestServer::start_with(|c| *c = target.clone()).await;

@@ -323,19 +323,9 @@ async fn migrate_moves_every_blob_into_the_object_store() {
     let file = s.config.data_dir.with_file_name("target.yaml");
     std::fs::write(&file, target.to_yaml()).unwrap();
     let run = || {
-        let (ok, out, err) = berth_cli(
-            &[
-                "migrate",
-                "--to",
-                file.to_str().unwrap(),
-                "--data-dir",
-                &data_dir,
-                "--json",
-            ],
-            None,
-        );
-        assert!(ok, "{out}{err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        let (ok, report, err) = migrate_cli(&file, &data_dir);
+        assert!(ok, "{report}{err}");
+        report
     };
     let first = run();
     // Two configs, three layers and two manifests.
