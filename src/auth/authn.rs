@@ -18,6 +18,7 @@ use crate::metadata::{now, MetadataError};
 use super::password;
 use super::perms::TokenAccess;
 use super::policy::Principal;
+use super::shared_throttle::SharedThrottle;
 use super::throttle::Throttle;
 use super::tokens::{is_token_secret, secret_hash};
 
@@ -62,6 +63,8 @@ pub struct Authenticator {
     users: Arc<dyn UserStore>,
     access: Arc<dyn AccessStore>,
     throttle: Throttle,
+    /// The throttle's counts shared with other replicas over the database, if any.
+    shared: Option<SharedThrottle>,
     /// Per-process random key, so the cache holds no plain hash of any password.
     cache_key: [u8; 32],
     verified: Mutex<HashMap<String, Verified>>,
@@ -88,10 +91,17 @@ impl Authenticator {
             users,
             access,
             throttle,
+            shared: None,
             cache_key,
             verified: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Shares the throttle's counts with the other replicas on the same database.
+    pub fn with_shared_throttle(mut self, shared: SharedThrottle) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Checks a user name and password (or token name and secret) from `addr`.
@@ -113,6 +123,7 @@ impl Authenticator {
                 .check_address(addr)
                 .map_err(AuthError::Throttled)?;
             self.throttle.failed_address(addr);
+            self.share(None, addr, true).await;
             tracing::info!(user, client = %addr, "failed login with an access-token secret");
             return Err(AuthError::BadCredentials);
         }
@@ -121,11 +132,14 @@ impl Authenticator {
             .map_err(AuthError::Throttled)?;
         match self.check_password(user, password).await? {
             Some(id) => {
-                self.throttle.succeeded(user, addr);
+                if self.throttle.succeeded(user, addr) {
+                    self.share(Some(user), addr, false).await;
+                }
                 Ok(id)
             }
             None => {
                 self.throttle.failed(user, addr);
+                self.share(Some(user), addr, true).await;
                 tracing::info!(user, client = %addr, "failed login");
                 Err(AuthError::BadCredentials)
             }
@@ -135,6 +149,25 @@ impl Authenticator {
     /// Forgets blocks that ended; run periodically.
     pub fn sweep_throttle(&self) {
         self.throttle.sweep();
+    }
+
+    async fn share(&self, user: Option<&str>, addr: IpAddr, failed: bool) {
+        if let Some(s) = &self.shared {
+            s.record(user, addr, failed).await;
+        }
+    }
+
+    /// The shared throttle, when replicas share one.
+    pub fn shared_throttle(&self) -> Option<&SharedThrottle> {
+        self.shared.as_ref()
+    }
+
+    /// Applies the other replicas' failed logins (no-op without a shared throttle).
+    pub async fn pull_throttle(&self) -> crate::metadata::Result<usize> {
+        match &self.shared {
+            Some(s) => s.pull(&self.throttle).await,
+            None => Ok(0),
+        }
     }
 
     async fn check_token(

@@ -9,6 +9,7 @@ pub mod password;
 pub mod perms;
 pub mod policy;
 pub mod scope;
+pub mod shared_throttle;
 pub mod throttle;
 pub mod tokens;
 pub mod users;

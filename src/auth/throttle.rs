@@ -14,6 +14,10 @@
 //!
 //! IPv6 clients are counted per /64, the smallest block a host usually controls. Blocks and
 //! their ends are logged with user and address, never with a password.
+//!
+//! Replicas over one database share their counts: each appends what it saw to the database
+//! and applies what the others appended ([`Throttle::apply`], through `auth::shared_throttle`),
+//! at the time it happened there. A block is logged by the replica that saw its last failure.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 /// Failures older than this, with none since and no block running, are forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// The limits, from configuration.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +55,8 @@ struct Pair {
     failures: u32,
     last: Instant,
     blocked_until: Option<Instant>,
+    /// True while a block this replica logged is running and its end has not been logged.
+    announced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +69,7 @@ struct Address {
 }
 
 /// The key an address is counted under: IPv4 (and IPv4-mapped IPv6) as is, IPv6 by /64.
-fn client_key(addr: IpAddr) -> IpAddr {
+pub fn client_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -87,13 +93,13 @@ impl Address {
         while self
             .failures
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= limits.address_window)
+            .is_some_and(|t| now.saturating_duration_since(*t) >= limits.address_window)
         {
             self.failures.pop_front();
         }
         if self.failures.len() >= limits.address_max_failures as usize {
             let until = self.failures[0] + limits.address_window;
-            Some(until - now)
+            Some(until.saturating_duration_since(now))
         } else {
             None
         }
@@ -112,7 +118,14 @@ impl Pair {
     }
 
     fn idle(&self, now: Instant) -> bool {
-        self.wait(now).is_none() && now.duration_since(self.last) >= FORGET_AFTER
+        self.wait(now).is_none() && now.saturating_duration_since(self.last) >= FORGET_AFTER
+    }
+
+    /// Ends a block that ran out, logging the end if this replica logged the start.
+    fn unblock(&mut self, user: &str, key: IpAddr) {
+        if self.blocked_until.take().is_some() && std::mem::take(&mut self.announced) {
+            tracing::info!(user, client = %key, "login block for user from address ended");
+        }
     }
 }
 
@@ -141,8 +154,8 @@ impl Throttle {
         let by_pair = match a.pairs.get_mut(user) {
             Some(p) => {
                 let w = p.wait(now);
-                if w.is_none() && p.blocked_until.take().is_some() {
-                    tracing::info!(user, client = %key, "login block for user from address ended");
+                if w.is_none() {
+                    p.unblock(user, key);
                 }
                 w
             }
@@ -179,55 +192,83 @@ impl Throttle {
 
     /// Counts a failed password for `user` from `addr`, toward the pair and the address.
     pub fn failed(&self, user: &str, addr: IpAddr) {
+        self.count(Some(user), addr, Instant::now(), true);
+    }
+
+    /// Counts a failure toward the address only (a wrong access-token secret).
+    pub fn failed_address(&self, addr: IpAddr) {
+        self.count(None, addr, Instant::now(), true);
+    }
+
+    /// A successful login clears its pair's count (not the address's: one good account must
+    /// not reset the count of an address guessing others). Returns whether there was a count
+    /// to clear.
+    pub fn succeeded(&self, user: &str, addr: IpAddr) -> bool {
+        self.clear(user, addr, Instant::now())
+    }
+
+    /// Applies a failure (or a success, with `failed` false) that another replica saw at
+    /// `at`, without logging blocks again.
+    pub fn apply(&self, user: Option<&str>, addr: IpAddr, failed: bool, at: Instant) {
+        match (failed, user) {
+            (true, _) => self.count(user, addr, at, false),
+            (false, Some(user)) => {
+                // Times from other replicas are whole milliseconds, rounded down.
+                self.clear(user, addr, at + Duration::from_millis(1));
+            }
+            (false, None) => {}
+        }
+    }
+
+    /// Counts a failure at `at` toward the address and, with a user, toward the pair.
+    /// Failures from other replicas may arrive late and out of order.
+    fn count(&self, user: Option<&str>, addr: IpAddr, at: Instant, here: bool) {
         let now = Instant::now();
         let key = client_key(addr);
         let mut map = self.addresses.lock();
         let a = map.entry(key).or_default();
-        self.count_address(key, a, now);
+        self.count_address(key, a, at, now, here);
+        let Some(user) = user else { return };
         let limits = &self.limits;
         let p = a.pairs.entry(user.to_string()).or_insert(Pair {
             failures: 0,
-            last: now,
+            last: at,
             blocked_until: None,
+            announced: false,
         });
-        if now.duration_since(p.last) >= FORGET_AFTER && p.wait(now).is_none() {
+        if at.saturating_duration_since(p.last) >= FORGET_AFTER && p.wait(at).is_none() {
             p.failures = 0;
         }
         p.failures += 1;
-        p.last = now;
+        p.last = p.last.max(at);
         if p.failures >= limits.pair_max_failures {
             let doublings = (p.failures - limits.pair_max_failures).min(20);
             let block = limits
                 .first_block
                 .saturating_mul(1 << doublings)
                 .min(limits.max_block);
-            p.blocked_until = Some(now + block);
-            tracing::warn!(
-                user,
-                client = %key,
-                failures = p.failures,
-                block_secs = block.as_secs_f64(),
-                "login blocked for user from address after repeated failures"
-            );
+            p.blocked_until = p.blocked_until.max(Some(p.last + block));
+            if here {
+                p.announced = true;
+                tracing::warn!(
+                    user,
+                    client = %key,
+                    failures = p.failures,
+                    block_secs = block.as_secs_f64(),
+                    "login blocked for user from address after repeated failures"
+                );
+            }
         }
     }
 
-    /// Counts a failure toward the address only (a wrong access-token secret).
-    pub fn failed_address(&self, addr: IpAddr) {
-        let now = Instant::now();
-        let key = client_key(addr);
-        let mut map = self.addresses.lock();
-        let a = map.entry(key).or_default();
-        self.count_address(key, a, now);
-    }
-
-    fn count_address(&self, key: IpAddr, a: &mut Address, now: Instant) {
+    fn count_address(&self, key: IpAddr, a: &mut Address, at: Instant, now: Instant, here: bool) {
         let was_blocked = a.wait(&self.limits, now).is_some();
-        a.failures.push_back(now);
+        let pos = a.failures.partition_point(|t| *t <= at);
+        a.failures.insert(pos, at);
         while a.failures.len() > self.limits.address_max_failures as usize {
             a.failures.pop_front();
         }
-        if !was_blocked {
+        if here && !was_blocked {
             if let Some(w) = a.wait(&self.limits, now) {
                 a.blocked = true;
                 tracing::warn!(
@@ -241,13 +282,16 @@ impl Throttle {
         }
     }
 
-    /// A successful login clears its pair's count (not the address's: one good account must
-    /// not reset the count of an address guessing others).
-    pub fn succeeded(&self, user: &str, addr: IpAddr) {
+    /// Forgets the pair's count, unless it counted a failure after `at`.
+    fn clear(&self, user: &str, addr: IpAddr, at: Instant) -> bool {
         let key = client_key(addr);
         let mut map = self.addresses.lock();
-        if let Some(a) = map.get_mut(&key) {
-            a.pairs.remove(user);
+        let Some(a) = map.get_mut(&key) else {
+            return false;
+        };
+        match a.pairs.get(user) {
+            Some(p) if p.last <= at => a.pairs.remove(user).is_some(),
+            _ => false,
         }
     }
 
@@ -259,8 +303,7 @@ impl Throttle {
             self.address_wait(*key, a, now);
             a.pairs.retain(|user, p| {
                 if p.blocked_until.is_some_and(|u| u <= now) {
-                    p.blocked_until = None;
-                    tracing::info!(user, client = %key, "login block for user from address ended");
+                    p.unblock(user, *key);
                 }
                 !p.idle(now)
             });
@@ -369,6 +412,43 @@ mod tests {
         t.failed("v", ip("::ffff:10.0.0.9"));
         t.failed("v", ip("10.0.0.9"));
         assert!(t.check("v", ip("10.0.0.9")).is_err());
+    }
+
+    #[test]
+    fn events_from_other_replicas_count_at_their_time_and_out_of_order() {
+        let t = Throttle::new(limits(3, 1000));
+        let now = Instant::now();
+        let Some(earlier) = now.checked_sub(Duration::from_secs(2)) else {
+            return;
+        };
+        t.failed("u", ip("10.0.0.1"));
+        t.apply(
+            Some("u"),
+            ip("10.0.0.1"),
+            true,
+            earlier + Duration::from_secs(1),
+        );
+        // A success elsewhere before the last failure here clears nothing.
+        t.apply(Some("u"), ip("10.0.0.1"), false, earlier);
+        t.apply(Some("u"), ip("10.0.0.1"), true, earlier);
+        let wait = t.check("u", ip("10.0.0.1")).unwrap_err();
+        assert!(
+            wait <= Duration::from_secs(1),
+            "counted from the last: {wait:?}"
+        );
+        // A failure that long left the window does not block the address.
+        let t = Throttle::new(limits(1000, 2));
+        if let Some(long_ago) = now.checked_sub(Duration::from_secs(1000)) {
+            t.apply(None, ip("10.0.0.2"), true, long_ago);
+        }
+        t.apply(None, ip("10.0.0.2"), true, now);
+        assert!(t.check_address(ip("10.0.0.2")).is_ok());
+        t.apply(None, ip("10.0.0.2"), true, earlier);
+        let wait = t.check_address(ip("10.0.0.2")).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(890),
+            "from the oldest in the window: {wait:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl<S: ?Sized + UserStore + AccessStore> CachedAccess<S> {
         }
     }
 
+    /// The undecorated store.
+    pub fn inner(&self) -> &Arc<S> {
+        &self.inner
+    }
+
     /// Drops everything cached.
     pub fn invalidate(&self) {
         self.generation.bump();

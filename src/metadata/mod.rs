@@ -15,6 +15,7 @@ pub mod cached_access;
 pub mod copy;
 pub mod gc;
 pub mod lifecycle;
+pub mod logins;
 mod memo;
 pub mod policies;
 pub mod postgres;
@@ -227,6 +228,7 @@ pub trait Backend:
     + audit::AuditStore
     + webhooks::WebhookStore
     + policies::PolicyStore
+    + logins::LoginEventStore
 {
     /// True when other replicas share this database: nothing read may be cached.
     fn shared(&self) -> bool;

@@ -46,6 +46,8 @@ mod content;
 mod gc;
 #[path = "sql/lifecycle.rs"]
 mod lifecycle;
+#[path = "sql/logins.rs"]
+mod logins;
 #[path = "sql/policies.rs"]
 mod policies;
 #[path = "sql/proxy.rs"]

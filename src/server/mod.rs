@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::Signer;
 use crate::auth::namespaces::Namespaces;
+use crate::auth::shared_throttle::{self, SharedThrottle};
 use crate::auth::throttle::Throttle;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::{Authenticator, Authorizer, Users};
@@ -102,13 +103,15 @@ fn gate(
     signer: Option<Signer>,
 ) -> anyhow::Result<Gate> {
     let signer = signer.map(Arc::new);
+    let limits = cfg.throttle_limits();
+    let mut authn = Authenticator::new(access.clone(), access.clone(), Throttle::new(limits));
+    let db = access.inner();
+    if db.shared() {
+        authn = authn.with_shared_throttle(SharedThrottle::new(db.clone(), &limits));
+    }
     Ok(Gate {
         mode: cfg.auth.mode,
-        authn: Arc::new(Authenticator::new(
-            access.clone(),
-            access.clone(),
-            Throttle::new(cfg.throttle_limits()),
-        )),
+        authn: Arc::new(authn),
         authz: Authorizer::new(access.clone()).with_upstreams(
             cfg.proxy
                 .upstreams
@@ -389,6 +392,10 @@ pub async fn run_with(
         tokio::spawn(expire_uploads(app.registry.clone(), cancel.clone())),
         tokio::spawn(app.access.clone().watch(cancel.clone())),
         tokio::spawn(sweep_throttle(app.state.clone(), cancel.clone())),
+        tokio::spawn(shared_throttle::keep_in_step(
+            app.state.gate.authn.clone(),
+            cancel.clone(),
+        )),
         tokio::spawn(record_pulls(app.registry.clone(), cancel.clone())),
         tokio::spawn(app.meta.clone().watch(cancel.clone())),
         tokio::spawn(app.state.policies.clone().watch(cancel.clone())),

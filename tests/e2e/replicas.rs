@@ -12,14 +12,22 @@ use crate::common::*;
 /// Two replicas sharing a fresh database and bucket prefix; `None` when the test command
 /// started no PostgreSQL or Garage.
 async fn pair() -> Option<(TestServer, TestServer)> {
+    pair_with(|_| {}).await
+}
+
+/// [`pair`], both replicas with the configuration `modify` makes.
+async fn pair_with(
+    modify: impl Fn(&mut berth::config::Config),
+) -> Option<(TestServer, TestServer)> {
     let db = pg_database()?;
     let storage = s3_storage()?;
     let shared = |c: &mut berth::config::Config| {
         c.database = db.clone();
         c.storage = storage.clone();
+        modify(c);
     };
-    let a = TestServer::start_with(shared).await;
-    let b = TestServer::start_with(shared).await;
+    let a = TestServer::start_with(&shared).await;
+    let b = TestServer::start_with(&shared).await;
     Some((a, b))
 }
 
@@ -371,4 +379,107 @@ async fn a_cold_blob_pulled_through_two_replicas_is_fetched_once() {
         assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
     }
     assert_eq!(relay.count("GET blob"), 1, "{:?}", relay.log());
+}
+
+/// A client whose connections come from `ip`, any address of 127.0.0.0/8.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(Some(ip.parse().unwrap()))
+        .build()
+        .unwrap()
+}
+
+async fn v2_status(client: &reqwest::Client, s: &TestServer, user: &str, pw: &str) -> StatusCode {
+    client
+        .get(s.url("/v2/"))
+        .basic_auth(user, Some(pw))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+// Access control is shared by the replicas: a token revoked through one replica's admin API
+// is refused by the other within 1 s, and failed logins are counted across replicas, so a
+// guesser alternating between them meets the same limit as on one (and a replica started
+// later knows the block).
+#[tokio::test]
+async fn revokes_and_failed_logins_are_shared_by_the_replicas() {
+    let Some((a, b)) = pair_with(|c| {
+        c.auth.mode = berth::config::AuthMode::Basic;
+        c.auth.throttle.max_failures = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let db = a.db().await;
+    let users = berth::auth::Users::new(db.clone());
+    users
+        .add(&"root".parse().unwrap(), "root-secret", true)
+        .await
+        .unwrap();
+    users
+        .add(&"dev".parse().unwrap(), "dev-secret", false)
+        .await
+        .unwrap();
+    berth::auth::namespaces::Namespaces::new(db.clone(), db.clone())
+        .create("team", false)
+        .await
+        .unwrap();
+    let (_, secret) = berth::auth::tokens::AccessTokens::new(db.clone())
+        .create("team", "ci", "read", None)
+        .await
+        .unwrap();
+    let local = client_from("127.0.0.1");
+    assert_eq!(v2_status(&local, &b, "ci", &secret).await, StatusCode::OK);
+    let resp = a
+        .delete("/api/v1/namespaces/team/tokens/ci")
+        .basic_auth("root", Some("root-secret"))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::NO_CONTENT).await;
+    within(
+        std::time::Duration::from_secs(1),
+        "revoke seen by b",
+        || async { v2_status(&local, &b, "ci", &secret).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+
+    // Two wrong passwords on each replica: four for the pair, the limit.
+    let guesser = client_from("127.0.0.7");
+    for s in [&a, &b, &a, &b] {
+        assert_eq!(
+            v2_status(&guesser, s, "dev", "guess").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Each replica applies the other's failures within 200 ms. (Polling with the right
+    // password instead would clear the count on a replica not yet blocked: a success does.)
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for s in [&a, &b] {
+        assert_eq!(
+            v2_status(&guesser, s, "dev", "dev-secret").await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(
+        v2_status(&client_from("127.0.0.8"), &b, "dev", "dev-secret").await,
+        StatusCode::OK,
+        "only that address is blocked"
+    );
+    let c = TestServer::start_with(|cfg| {
+        cfg.database = a.config.database.clone();
+        cfg.storage = a.config.storage.clone();
+        cfg.auth = a.config.auth.clone();
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        v2_status(&guesser, &c, "dev", "dev-secret").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a replica started later applies the log"
+    );
 }
