@@ -180,7 +180,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", berth::cli::error_text(&e));
             ExitCode::FAILURE
         }
     }

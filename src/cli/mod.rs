@@ -471,6 +471,23 @@ impl CommonArgs {
     }
 }
 
+/// An error and its causes on one line, as `{:#}` prints them, but without a cause whose
+/// text its parent already included (errors such as sqlx's repeat their source).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +572,20 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["berth", "serve", "--tls-cert", "c.pem"]).is_err());
         assert!(Cli::try_parse_from(["berth", "serve", "--auth", "ldap"]).is_err());
+    }
+
+    #[test]
+    fn error_text_drops_causes_repeated_by_their_parent() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("database: {0}")]
+        struct Db(#[source] std::io::Error);
+        let e = anyhow::Error::new(Db(std::io::Error::other("bad certificate")))
+            .context("cannot open the database");
+        assert_eq!(
+            error_text(&e),
+            "cannot open the database: database: bad certificate"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
     }
 }

@@ -97,20 +97,26 @@ pub fn database_of(dir: &std::path::Path) -> Option<String> {
     DATABASES.lock().unwrap().get(dir).cloned()
 }
 
+/// Runs SQL with psql against the database at `url`; its output, trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-qAtc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A fresh, empty database in the PostgreSQL server the test command started (from
 /// `TEST_PG_URL`); `None` when there is none, which fails under CI.
 pub fn pg_database() -> Option<berth::config::DatabaseConfig> {
     let admin = started("TEST_PG_URL")?;
     let name = format!("e2e_{}", hex::encode(random_bytes(8)));
-    let out = std::process::Command::new("psql")
-        .args([admin.as_str(), "-qAtc", &format!("CREATE DATABASE {name}")])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "CREATE DATABASE: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    psql(&admin, &format!("CREATE DATABASE {name}"));
     let base = admin.rsplit_once('/').expect("URL with a database").0;
     Some(berth::config::DatabaseConfig::Postgres {
         url: format!("{base}/{name}"),

@@ -18,15 +18,7 @@ impl TestServer {
                 "strftime('%s','now')",
                 "CAST(FLOOR(EXTRACT(EPOCH FROM now())) AS BIGINT)",
             );
-            let out = std::process::Command::new("psql")
-                .args([url.as_str(), "-qAtc", &query])
-                .output()
-                .expect("run psql");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            psql(&url, &query);
             return;
         }
         let url = format!(

@@ -23,6 +23,7 @@ mod immutable;
 mod lifecycle_util;
 mod ops;
 mod policies;
+mod postgres_tls;
 mod proxy;
 mod quota;
 mod ratelimit;
