@@ -238,7 +238,7 @@ pub trait Backend:
 #[async_trait]
 impl Backend for sqlite::SqliteMetadata {
     fn shared(&self) -> bool {
-        false
+        sqlite::SHARED
     }
     async fn close(&self) {
         sqlite::SqliteMetadata::close(self).await
@@ -248,7 +248,7 @@ impl Backend for sqlite::SqliteMetadata {
 #[async_trait]
 impl Backend for postgres::PgMetadata {
     fn shared(&self) -> bool {
-        true
+        postgres::SHARED
     }
     async fn close(&self) {
         postgres::PgMetadata::close(self).await

@@ -17,6 +17,8 @@ use crate::oci::{RepoName, UploadId};
 
 pub(crate) type Db = Postgres;
 pub(crate) type DbRow = sqlx::postgres::PgRow;
+/// Whether other processes serving clients share the database. Other replicas share this database.
+pub(crate) const SHARED: bool = true;
 pub(crate) type Meta = PgMetadata;
 
 /// The rows of a JSON array of strings bound as `$1` or `$2`, as a subquery's body.

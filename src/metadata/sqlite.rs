@@ -16,6 +16,8 @@ use crate::oci::{RepoName, UploadId};
 
 pub(crate) type Db = Sqlite;
 pub(crate) type DbRow = sqlx::sqlite::SqliteRow;
+/// Whether other processes serving clients share the database. Only the one server that holds the data dir's lock writes here.
+pub(crate) const SHARED: bool = false;
 pub(crate) type Meta = SqliteMetadata;
 
 /// The rows of a JSON array of strings bound as `$1` or `$2`, as a subquery's body.

@@ -33,6 +33,10 @@ const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = 
 impl CacheStore for Meta {
     async fn take_fill_lease(&self, digest: &Digest, holder: &str, ttl_secs: i64) -> Result<bool> {
         use crate::metadata::lifecycle::LifecycleStore;
+        if !super::SHARED {
+            // One process serves this database: its in-memory single flight is enough.
+            return Ok(true);
+        }
         Ok(self
             .take_lease(&format!("fill:{digest}"), holder, ttl_secs)
             .await?
@@ -41,6 +45,9 @@ impl CacheStore for Meta {
 
     async fn release_fill_lease(&self, digest: &Digest, holder: &str) -> Result<()> {
         use crate::metadata::lifecycle::LifecycleStore;
+        if !super::SHARED {
+            return Ok(());
+        }
         self.release_lease(&format!("fill:{digest}"), holder).await
     }
 
