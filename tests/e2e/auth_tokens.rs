@@ -1540,16 +1540,6 @@ async fn assert_throttled(resp: Response, max: u64) -> u64 {
     secs
 }
 
-/// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the server),
-/// so that one test can act from several client addresses.
-fn client_from(ip: &str) -> Client {
-    Client::builder()
-        .no_proxy()
-        .local_address(Some(ip.parse().unwrap()))
-        .build()
-        .unwrap()
-}
-
 async fn token_from(env: &Env, client: &Client, (user, password): Creds<'_>) -> Response {
     client
         .get(env.s.url("/token"))

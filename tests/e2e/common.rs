@@ -895,3 +895,13 @@ pub async fn send_json(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     }
     (status, serde_json::from_slice(&body).expect("a JSON body"))
 }
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the server),
+/// so that one test can act from several client addresses.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(Some(ip.parse().unwrap()))
+        .build()
+        .unwrap()
+}

@@ -381,15 +381,6 @@ async fn a_cold_blob_pulled_through_two_replicas_is_fetched_once() {
     assert_eq!(relay.count("GET blob"), 1, "{:?}", relay.log());
 }
 
-/// A client whose connections come from `ip`, any address of 127.0.0.0/8.
-fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .local_address(Some(ip.parse().unwrap()))
-        .build()
-        .unwrap()
-}
-
 async fn v2_status(client: &reqwest::Client, s: &TestServer, user: &str, pw: &str) -> StatusCode {
     client
         .get(s.url("/v2/"))
