@@ -12,7 +12,10 @@
 #   manifest GET by tag: wrk -t2 -cCONNS for LOAD_SECS s (req/s, p99), and the server's own
 #     CPU time per request (utime+stime from /proc, which does not depend on how the load
 #     generator sharing the 2 CPUs is scheduled);
-#   pull throughput: GET of a BLOB_MB MiB blob with curl to /dev/null (MB/s).
+#   pull throughput: GET of a BLOB_MB MiB blob with curl to /dev/null (MB/s);
+#   the floor under the audit log: SQLite's own CPU time per audit row (the sqlite3 shell
+#     inserting 100 transactions of 2048 pull-like rows into berth's audit_log schema, WAL,
+#     synchronous=FULL, as berth's writer does), with no berth code in the path.
 # Prints a Markdown table on stdout (and into BENCH_OUT if set); progress on stderr.
 #
 #   BENCH_BERTH_BIN  berth binary                    (default target/release/berth; no build)
@@ -35,7 +38,7 @@ REPO=team/bench
 log() { printf '[ops-overhead %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 
-for pkg_cmd in wrk:wrk curl:curl docker-registry:docker-registry; do
+for pkg_cmd in wrk:wrk curl:curl docker-registry:docker-registry sqlite3:sqlite3; do
     if ! command -v "${pkg_cmd%%:*}" >/dev/null; then
         log "installing ${pkg_cmd#*:}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg_cmd#*:}" >/dev/null
@@ -151,6 +154,32 @@ sleep 1
 audit_rows=$("$BERTH_BIN" audit --data-dir "$WORK/on" --action pull --limit 5 --json | grep -c '"action": "pull"' || true)
 log "audit entries visible on 'on': $audit_rows of the last 5 asked"
 
+# SQLite's own cost of an audit row: the same table and indexes, berth's batch size.
+floor_us() {
+    local db=$WORK/floor-$1.db
+    sqlite3 "$db" 'PRAGMA journal_mode=WAL;' >/dev/null
+    sqlite3 "$db" <"$ROOT/migrations/sqlite/0008_audit.sql"
+    {
+        echo 'PRAGMA synchronous=FULL; PRAGMA cache_size=-16000;'
+        for t in $(seq 0 99); do
+            echo "BEGIN IMMEDIATE; INSERT INTO audit_log (id, time_ms, action, target, actor, addr,
+                repo, reference, digest, success, status, detail, request_id)
+              SELECT printf('%08x-1111-4222-8333-%012x', value, value), 1764700000000 + value / 50,
+                'pull', 'manifest', 'anonymous', '127.0.0.1', '$REPO', 'latest',
+                printf('sha256:%064x', value), 1, 200, '', printf('%032x', value)
+              FROM generate_series($((t * 2048)), $((t * 2048 + 2047))); COMMIT;"
+        done
+    } >"$WORK/floor.sql"
+    local TIMEFORMAT='%U %S'
+    { time sqlite3 "$db" <"$WORK/floor.sql" >/dev/null; } 2>&1 |
+        awk '{printf "%.2f", ($1 + $2) / 204800 * 1e6}'
+}
+FLOOR=""
+for round in $(seq 1 "$ROUNDS"); do
+    f=$(floor_us "$round"); FLOOR+="$f "
+    log "round $round: SQLite alone, $f us CPU per audit row"
+done
+
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a / b}'; }
 {
@@ -171,6 +200,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a / b}'; }
         na=$(median <<<"${M[noaudit]}")
         echo "| $name | $on | $off | $(ratio "$on" "$off") | $na | $(ratio "$na" "$off") | $peer |"
     done
+    echo
+    echo "SQLite alone, CPU µs per audit row (the sqlite3 shell, 2048 rows a transaction, median of $ROUNDS): $(median <<<"$FLOOR")"
 } >"$WORK/table.md"
 [[ -n ${BENCH_OUT:-} ]] && cp "$WORK/table.md" "$BENCH_OUT"
 cat "$WORK/table.md"
