@@ -94,6 +94,27 @@ fn publish(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Runs blocking filesystem work on the blocking pool, in one hop.
+/// Every blob file under `root` (`ALG/PREFIX/HEX`) with its modification time. A file deleted
+/// since the listing began is simply not listed.
+fn list_blobs(root: &Path) -> io::Result<Vec<(Digest, SystemTime)>> {
+    let mut out = Vec::new();
+    for alg in std::fs::read_dir(root)? {
+        let alg = alg?;
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        for prefix in std::fs::read_dir(alg.path())? {
+            for f in std::fs::read_dir(prefix?.path())? {
+                let f = f?;
+                let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
+                let Ok(d) = name.parse() else { continue };
+                if let Some(md) = not_found_as_none(f.metadata())? {
+                    out.push((d, md.modified()?));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -218,24 +239,11 @@ impl BlobStore for FsStorage {
     }
 
     async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
-        let mut out = Vec::new();
-        let mut algs = fs::read_dir(self.layout.blobs_dir()).await?;
-        while let Some(alg) = algs.next_entry().await? {
-            let alg_name = alg.file_name().to_string_lossy().into_owned();
-            let mut prefixes = fs::read_dir(alg.path()).await?;
-            while let Some(prefix) = prefixes.next_entry().await? {
-                let mut files = fs::read_dir(prefix.path()).await?;
-                while let Some(f) = files.next_entry().await? {
-                    let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
-                    let Ok(d) = name.parse() else { continue };
-                    // A file deleted since the listing began is simply not listed.
-                    if let Some(md) = not_found_as_none(f.metadata().await)? {
-                        out.push((d, md.modified()?));
-                    }
-                }
-            }
-        }
-        Ok(out)
+        // One blocking task walks the whole tree: a task per directory entry (as
+        // `tokio::fs` does) would wake a thread per file, tens of thousands of context
+        // switches that the requests served meanwhile would pay for.
+        let root = self.layout.blobs_dir();
+        Ok(blocking(move || list_blobs(&root)).await?)
     }
 
     async fn quarantine(&self, digest: &Digest) -> Result<bool> {
