@@ -6,8 +6,9 @@
 #
 # - berth: `berth gc --dry-run` (its prediction), then `berth gc` beside the running server:
 #   wall time, blobs and bytes removed, bytes freed on disk against the prediction; then a
-#   quarter more deleted, and push and pull latency (p50, p99) of one client for PROBE_SECS
-#   without GC and for PROBE_SECS with GC running back to back, in the same run;
+#   quarter more deleted, and push and pull latency (p50, p99) of one client in PROBE_ROUNDS
+#   alternating rounds: idle, beside a CPU burner at GC's priority (the control), and with
+#   GC running back to back;
 # - the peer: `docker-registry garbage-collect` (it needs the registry stopped or read-only):
 #   wall time and bytes freed on disk.
 #
@@ -23,6 +24,7 @@ IMAGES=${IMAGES:-10000}
 LAYERS=${LAYERS:-8}
 SIZE=${SIZE:-512}
 PROBE_SECS=${PROBE_SECS:-10}
+PROBE_ROUNDS=${PROBE_ROUNDS:-3}
 LOAD=$ROOT/bench/gc_load.py
 
 log() { printf '[gc %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -95,23 +97,41 @@ t0=$(now)
 "$BERTH_BIN" gc --grace 0s --data-dir "$WORK/berth" --json >/dev/null
 SCAN_SECS=$(secs "$t0" "$(now)")
 
-# Latency: a quarter more of the images deleted, then one client for PROBE_SECS without GC
-# and for PROBE_SECS with GC running back to back (the first run removing that quarter).
-python3 "$LOAD" delete 127.0.0.1 "$B_PORT" "$WORK/berth.json" $((IMAGES / 2)) $((IMAGES * 3 / 4))
-log "berth: probing latency without GC for ${PROBE_SECS}s"
-python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-idle.json"
-log "berth: probing latency while GC runs"
-python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-gc.json" &
-PROBE=$!
-t0=$(now)
-"$BERTH_BIN" gc --grace 1s --data-dir "$WORK/berth" --json >"$WORK/gc2.json"
-GC2_SECS=$(secs "$t0" "$(now)")
-RUNS=1
-while kill -0 "$PROBE" 2>/dev/null; do
-    "$BERTH_BIN" gc --grace 1s --data-dir "$WORK/berth" --json >/dev/null
-    RUNS=$((RUNS + 1))
+# Latency, in PROBE_ROUNDS alternating rounds. Each round deletes its share of a quarter more
+# of the images, then probes one client for PROBE_SECS three ways:
+#   idle:    nothing else runs;
+#   control: a shell loop burns one CPU at nice 10 (the priority `berth gc` takes), so
+#            what any process using a CPU does to the tail on this machine shows apart;
+#   gc:      `berth gc` runs back to back (the round's first run removes its share).
+# Each way's CPU use is measured too: the control loop's and GC's, in CPUs busy.
+cpu_of() { # seconds-of-wall command...: runs it, prints "user+sys CPU seconds"
+    local TIMEFORMAT='%U %S'
+    { time "$@" >/dev/null; } 2>&1 | awk '{printf "%.2f", $1 + $2}'
+}
+burn() { timeout "$1" nice -n 10 sh -c 'while :; do :; done' || true; }
+gc_loop() {
+    local end=$(($(date +%s) + $1))
+    "$BERTH_BIN" gc --grace 1s --data-dir "$WORK/berth" --json >"$WORK/gc2-$2.json"
+    while (($(date +%s) < end)); do
+        "$BERTH_BIN" gc --grace 1s --data-dir "$WORK/berth" --json >/dev/null
+    done
+}
+PER_ROUND=$((IMAGES / 4 / PROBE_ROUNDS))
+declare -A CPU
+for r in $(seq 1 "$PROBE_ROUNDS"); do
+    from=$((IMAGES / 2 + (r - 1) * PER_ROUND))
+    python3 "$LOAD" delete 127.0.0.1 "$B_PORT" "$WORK/berth.json" "$from" $((from + PER_ROUND))
+    log "berth: round $r: probing idle, beside a CPU burner, beside GC (${PROBE_SECS}s each)"
+    python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-idle-$r.json"
+    python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-control-$r.json" &
+    PROBE=$!
+    CPU[control]+="$(cpu_of burn "$PROBE_SECS") "
+    wait "$PROBE"
+    python3 "$LOAD" probe 127.0.0.1 "$B_PORT" "$PROBE_SECS" >"$WORK/probe-gc-$r.json" &
+    PROBE=$!
+    CPU[gc]+="$(cpu_of gc_loop "$PROBE_SECS" "$r") "
+    wait "$PROBE"
 done
-wait "$PROBE"
 
 log "peer: garbage-collect (registry stopped, as it requires)"
 kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
@@ -123,6 +143,14 @@ P_SECS=$(secs "$t0" "$(now)")
 P_AFTER=$(bytes_in "$WORK/peer/docker/registry/v2/blobs")
 
 j() { jq -r "$1" "$2"; }
+# "median (min-max)" of a field over the rounds' probe files of one way.
+over_rounds() { # way jq-path
+    local v
+    v=$(for r in $(seq 1 "$PROBE_ROUNDS"); do j "$2" "$WORK/probe-$1-$r.json"; done | sort -g)
+    awk -v n="$PROBE_ROUNDS" '{a[NR]=$1} END{m=(n%2 ? a[(n+1)/2] : (a[n/2]+a[n/2+1])/2);
+        printf "%.2f (%.2f-%.2f)", m, a[1], a[n]}' <<<"$v"
+}
+cpus() { awk -v s="$PROBE_SECS" '{t=0; for (i=1;i<=NF;i++) t+=$i; printf "%.2f", t / NF / s}' <<<"$1"; }
 cat <<MD
 | measure | berth | docker-registry 2.8 |
 | --- | --- | --- |
@@ -131,8 +159,18 @@ cat <<MD
 | blobs removed | $(j .blobs "$WORK/gc.json") ($(j .manifests "$WORK/gc.json") manifests) | $(grep -c 'Deleting blob' "$WORK/peer-gc.log" || true) blob deletions logged |
 | bytes predicted by the dry run | $(j .bytes "$WORK/plan.json") ($(j .blobs "$WORK/plan.json") blobs) | - |
 | bytes freed on disk | $((BEFORE - AFTER)) | $((P_BEFORE - P_AFTER)) |
-| push p50 / p99, no GC (ms) | $(j .push.p50 "$WORK/probe-idle.json") / $(j .push.p99 "$WORK/probe-idle.json") | - |
-| push p50 / p99, GC running (ms) | $(j .push.p50 "$WORK/probe-gc.json") / $(j .push.p99 "$WORK/probe-gc.json") ($RUNS GC runs; the first removed $(j .blobs "$WORK/gc2.json") blobs in $GC2_SECS s) | - |
-| pull p50 / p99, no GC (ms) | $(j .pull.p50 "$WORK/probe-idle.json") / $(j .pull.p99 "$WORK/probe-idle.json") | - |
-| pull p50 / p99, GC running (ms) | $(j .pull.p50 "$WORK/probe-gc.json") / $(j .pull.p99 "$WORK/probe-gc.json") | - |
+MD
+cat <<MD
+
+Latency of one client (push: POST and PUT of a 4 KiB blob; pull: a manifest and a blob GET),
+ms, median of $PROBE_ROUNDS alternating rounds of ${PROBE_SECS} s each (min-max). Each GC round's
+first run removed $(for r in $(seq 1 "$PROBE_ROUNDS"); do j .blobs "$WORK/gc2-$r.json"; done | paste -sd/) blobs.
+
+| | idle | control: one CPU burnt at nice 10 | GC back to back (nice 10) |
+| --- | --- | --- | --- |
+| CPUs busy beside the server | 0 | $(cpus "${CPU[control]}") | $(cpus "${CPU[gc]}") |
+| push p50 | $(over_rounds idle .push.p50) | $(over_rounds control .push.p50) | $(over_rounds gc .push.p50) |
+| push p99 | $(over_rounds idle .push.p99) | $(over_rounds control .push.p99) | $(over_rounds gc .push.p99) |
+| pull p50 | $(over_rounds idle .pull.p50) | $(over_rounds control .pull.p50) | $(over_rounds gc .pull.p50) |
+| pull p99 | $(over_rounds idle .pull.p99) | $(over_rounds control .pull.p99) | $(over_rounds gc .pull.p99) |
 MD
