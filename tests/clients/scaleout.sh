@@ -254,12 +254,16 @@ node_down() {
     "${SKOPEO[@]}" copy --dest-tls-verify=false "oci:$LAYOUT:img" "docker://$REG/ha/img:before"
     local node=${GARAGE_PIDS[-1]}
     kill -KILL "$node"
-    # Gone, or a zombie its parent (this script's shell) has not reaped yet.
+    # Gone, or a zombie its parent (this script's shell) has not reaped yet. The shell may
+    # reap it between the two looks, so a status that vanished counts as gone.
+    gone() {
+        [ ! -e "/proc/$1" ] || grep -qs '^State:.*Z' "/proc/$1/status" || [ ! -e "/proc/$1" ]
+    }
     for _ in $(seq 1 50); do
-        [ ! -e "/proc/$node" ] || grep -q '^State:.*Z' "/proc/$node/status" && break
+        gone "$node" && break
         sleep 0.1
     done
-    [ ! -e "/proc/$node" ] || grep -q '^State:.*Z' "/proc/$node/status"
+    gone "$node"
     "${SKOPEO[@]}" copy --dest-tls-verify=false --all "oci:$LAYOUT:multi" "docker://$REG/ha/multi:after"
     rm -rf "$W/pull4"
     "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$REG/ha/img:before" "oci:$W/pull4:before"
