@@ -31,7 +31,8 @@ pub enum RangeRequest {
 }
 
 /// Evaluates a `Range` header value. Unknown units, several ranges and syntax errors are
-/// ignored (the whole blob is served), as RFC 9110 permits.
+/// ignored (the whole blob is served), as RFC 9110 permits; a range whose end comes before
+/// its start is unsatisfiable.
 pub fn evaluate_range(header: &str, size: u64) -> RangeRequest {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return RangeRequest::Full;
@@ -80,6 +81,10 @@ pub fn evaluate_range(header: &str, size: u64) -> RangeRequest {
                     })
                 }
             }
+            // A last position before the first (`bytes=9-1`) is refused, as Distribution
+            // (Go's ServeContent) and the OCI conformance suite expect; RFC 9110 §14.2 lets a
+            // server ignore or reject it.
+            (Some(_), Some(_)) => RangeRequest::Unsatisfiable,
             _ => RangeRequest::Full,
         },
         (true, true) => RangeRequest::Full,
@@ -132,7 +137,10 @@ mod tests {
             RangeRequest::Unsatisfiable
         );
         assert_eq!(evaluate_range("bytes=-0", 100), RangeRequest::Unsatisfiable);
-        assert_eq!(evaluate_range("bytes=5-1", 100), RangeRequest::Full);
+        assert_eq!(
+            evaluate_range("bytes=5-1", 100),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(evaluate_range("bytes=0-1,3-4", 100), RangeRequest::Full);
         assert_eq!(evaluate_range("items=0-1", 100), RangeRequest::Full);
         assert_eq!(evaluate_range("bytes=x-1", 100), RangeRequest::Full);

@@ -129,14 +129,22 @@ async fn single_byte_ranges_give_206_with_content_range() {
 }
 
 // spec: "Pulling blobs" via RFC 9110 §14.4/§15.5.17: a range that starts past the end is 416
-// with `Content-Range: bytes */<size>`.
+// with `Content-Range: bytes */<size>`; so is one whose end comes before its start (§14.2
+// lets a server reject it; Distribution and the OCI conformance suite's "range 500-0" do).
 #[tokio::test]
 async fn unsatisfiable_ranges_give_416_with_size() {
     let s = TestServer::start().await;
     let data = random_bytes(100);
     let d = s.push_blob("ranges", &data).await;
     let path = format!("/v2/ranges/blobs/{d}");
-    for range in ["bytes=100-", "bytes=100-200", "bytes=5000-6000", "bytes=-0"] {
+    for range in [
+        "bytes=100-",
+        "bytes=100-200",
+        "bytes=5000-6000",
+        "bytes=-0",
+        "bytes=50-0",
+        "bytes=9-1",
+    ] {
         let resp = ranged(&s, &path, range).await;
         assert_eq!(header(&resp, "content-range"), "bytes */100", "{range}");
         assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
@@ -162,7 +170,6 @@ async fn unsupported_or_malformed_ranges_serve_the_whole_blob() {
         "bytes=0-1,5-6",
         "items=0-5",
         "bytes=x-5",
-        "bytes=9-1",
         "bytes=-",
         "garbage",
     ] {
