@@ -154,20 +154,39 @@ fn denied(principal: &Principal, repo: &RepoName, missing: Perms) -> ApiError {
     .auth_failure("denied")
 }
 
-/// The scope a challenge asks for so that a request on `endpoint` can succeed.
-fn endpoint_scope(endpoint: &Endpoint, action: Action) -> Option<Scope> {
+/// The scopes a challenge asks for so that a request on `endpoint` can succeed.
+fn endpoint_scopes(parts: &Parts, endpoint: &Endpoint, action: Action) -> Vec<Scope> {
     match (endpoint, endpoint.repo()) {
-        (Endpoint::Catalog, _) => Some(Scope::Catalog),
+        (Endpoint::Catalog, _) => vec![Scope::Catalog],
         (_, Some(repo)) => {
             // Docker asks for pull and push together when pushing; so does the challenge.
             let perms = match action {
                 Action::Push => Perms::PULL.union(Perms::PUSH),
                 a => perms_for(a),
             };
-            Some(Scope::repository(repo, perms))
+            let mut scopes = vec![Scope::repository(repo, perms)];
+            if let Some(from) = mount_source(parts, endpoint) {
+                scopes.push(Scope::repository(&from, Perms::PULL));
+            }
+            scopes
         }
-        _ => None,
+        _ => Vec::new(),
     }
+}
+
+/// The repository a cross-repository mount (`POST .../blobs/uploads/?mount=D&from=R`) reads,
+/// when it is another one than the target.
+pub fn mount_source(parts: &Parts, endpoint: &Endpoint) -> Option<RepoName> {
+    let Endpoint::Uploads(repo) = endpoint else {
+        return None;
+    };
+    if parts.method != axum::http::Method::POST {
+        return None;
+    }
+    let q = super::Query::of(parts);
+    q.get("mount")?;
+    let from: RepoName = q.get("from")?.parse().ok()?;
+    (&from != repo).then_some(from)
 }
 
 impl Gate {
@@ -263,19 +282,17 @@ impl Gate {
         format!("{scheme}://{host}/token")
     }
 
-    fn bearer_challenge(
-        &self,
-        parts: &Parts,
-        scope: Option<&Scope>,
-        error: Option<&str>,
-    ) -> ApiError {
+    fn bearer_challenge(&self, parts: &Parts, scopes: &[Scope], error: Option<&str>) -> ApiError {
         let service = self.signer.as_ref().map(|s| s.service()).unwrap_or("berth");
         let mut v = format!(
             "Bearer realm=\"{}\",service=\"{service}\"",
             self.realm(parts)
         );
-        if let Some(s) = scope {
-            v.push_str(&format!(",scope=\"{s}\""));
+        if !scopes.is_empty() {
+            // Several scopes go in one parameter, separated by spaces (as Distribution
+            // answers and OAuth 2 writes them); token requests may carry them either way.
+            let list: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+            v.push_str(&format!(",scope=\"{}\"", list.join(" ")));
         }
         if let Some(e) = error {
             v.push_str(&format!(",error=\"{e}\""));
@@ -316,17 +333,17 @@ impl Gate {
         endpoint: &Endpoint,
         action: Action,
     ) -> Result<Access, ApiError> {
-        let scope = endpoint_scope(endpoint, action);
+        let scopes = endpoint_scopes(parts, endpoint, action);
         let token = match credentials(parts) {
             Credentials::Bearer(t) => t,
-            _ => return Err(self.bearer_challenge(parts, scope.as_ref(), None)),
+            _ => return Err(self.bearer_challenge(parts, &scopes, None)),
         };
         let (identity, token) = match self.bearer_identity(&token).await {
             Ok(v) => v,
             Err(BearerRejection::Store(e)) => return Err(e),
             Err(e) => {
                 return Err(self
-                    .bearer_challenge(parts, scope.as_ref(), Some("invalid_token"))
+                    .bearer_challenge(parts, &scopes, Some("invalid_token"))
                     .message(e.to_string()))
             }
         };
@@ -334,11 +351,7 @@ impl Gate {
         let Some(repo) = endpoint.repo() else {
             // `/v2/` needs any valid token; the catalog needs its grant.
             if matches!(endpoint, Endpoint::Catalog) && !token.grants.catalog {
-                return Err(self.bearer_challenge(
-                    parts,
-                    scope.as_ref(),
-                    Some("insufficient_scope"),
-                ));
+                return Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")));
             }
             return Ok(Access::Bearer { principal, token });
         };
@@ -356,7 +369,7 @@ impl Gate {
         // If the principal could have it, the client should fetch a token with the
         // challenge's scope; if not, a new token would not help.
         if could.contains(need) || principal.is_anonymous() {
-            Err(self.bearer_challenge(parts, scope.as_ref(), Some("insufficient_scope")))
+            Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")))
         } else {
             Err(denied(&principal, repo, could.missing(need)))
         }
@@ -385,6 +398,36 @@ impl Gate {
                     .map_err(store_error)?
                     .contains(need)),
         }
+    }
+
+    /// Whether a cross-repository mount may read `from`. A bearer token without pull on
+    /// `from`, held by someone who may pull from it, is challenged for a token that has both
+    /// (as Distribution does, so clients that follow challenges can mount); anyone else gets
+    /// `false`, and with it an ordinary upload session.
+    pub async fn may_mount_from(
+        &self,
+        access: &Access,
+        parts: &Parts,
+        endpoint: &Endpoint,
+        from: &RepoName,
+    ) -> Result<bool, ApiError> {
+        let Access::Bearer { principal, token } = access else {
+            return self.allows(access, from, Perms::PULL).await;
+        };
+        let could = self
+            .authz
+            .perms(principal, from)
+            .await
+            .map_err(store_error)?
+            .contains(Perms::PULL);
+        if !could {
+            return Ok(false);
+        }
+        if token.grants.on(from).contains(Perms::PULL) {
+            return Ok(true);
+        }
+        let scopes = endpoint_scopes(parts, endpoint, Action::Push);
+        Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")))
     }
 
     /// The repositories the request may see in the catalog.

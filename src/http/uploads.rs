@@ -6,12 +6,12 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 
-use crate::auth::Perms;
 use crate::oci::range::{parse_content_range, upload_range};
 use crate::oci::{Algorithm, Digest, RepoName, UploadId};
 use crate::registry::{AppendRequest, RegistryError};
 
 use super::auth::Access;
+use super::endpoint::Endpoint;
 use super::error::{ApiError, ApiResult, Code};
 use super::{body_stream, content_length, empty, has_body, AppState, Query};
 
@@ -85,7 +85,11 @@ pub async fn start(
             let from: RepoName = from.parse()?;
             // Mounting reads the source: a caller who may not pull from it gets an ordinary
             // session instead, exactly as if the blob were not there.
-            if app.gate.allows(access, &from, Perms::PULL).await?
+            let endpoint = Endpoint::Uploads(repo.clone());
+            if app
+                .gate
+                .may_mount_from(access, req, &endpoint, &from)
+                .await?
                 && app
                     .registry
                     .mount_blob(repo, &from, &mount)

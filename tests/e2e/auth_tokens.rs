@@ -1490,12 +1490,43 @@ async fn blob_isolation(mode: AuthMode) {
     }
 
     if mode == AuthMode::Token {
-        // A subject who could pull from B but whose token lacks that scope: still 202.
+        // token-auth "How to authenticate" and Distribution's answer to a mount: the challenge
+        // asks for pull on the source too, in one space-separated scope parameter.
+        let both_scopes = "repository:team-a/app:pull,push repository:team-b/src:pull";
+        let resp = send(
+            env.s
+                .post("/v2/team-a/app/blobs/uploads/")
+                .query(&[("mount", secret_blob.as_str()), ("from", "team-b/src")])
+                .header("content-length", "0"),
+            None,
+        )
+        .await;
+        let ch = assert_bearer_challenge(&env, resp, Some(both_scopes), None).await;
+        // A subject who could pull from B but whose token lacks that scope is challenged for
+        // a token that has it, and nothing is linked meanwhile.
         let auth = env.auth(BOTH, &["repository:team-a/app:pull,push"]).await;
         let resp = mount(&env, "team-a/app", &secret_blob, "team-b/src", &auth).await;
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        assert_bearer_challenge(&env, resp, Some(both_scopes), Some("insufficient_scope")).await;
         let resp = send(env.s.get(&through_a), Some(&auth)).await;
         assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+        // The token the challenge's scope parameter asks for, passed as it came, grants both.
+        let resp = env
+            .s
+            .client
+            .get(&ch["realm"])
+            .query(&[("service", &ch["service"]), ("scope", &ch["scope"])])
+            .basic_auth(BOTH.0, Some(BOTH.1))
+            .send()
+            .await
+            .unwrap();
+        let token = json_ok(resp).await["token"].as_str().unwrap().to_string();
+        assert_eq!(
+            access_of(&claims(&token)),
+            grants(&[
+                ("repository", "team-a/app", &["pull", "push"]),
+                ("repository", "team-b/src", &["pull"]),
+            ])
+        );
     }
 
     // With pull on B the mount links the blob: 201, then readable through A.
