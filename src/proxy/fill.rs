@@ -230,10 +230,12 @@ impl Follower {
                         self.reading = Some(s);
                         self.from_spool = !stored;
                     }
-                    // The spool became the blob between the look and the read: look again.
-                    Err(StorageError::NotFound) if !stored => {
+                    // The spool became the blob between the look and the read (gone, or, on
+                    // an object store, listed half removed while it is committed): wait for
+                    // the fill's next step and look again. A fill that fails ends this too.
+                    Err(e) if !stored => {
                         if self.rx.changed().await.is_err() && self.rx.borrow().end.is_none() {
-                            return Some(Err(io::Error::other("fill abandoned")));
+                            return Some(Err(io::Error::other(format!("fill abandoned: {e}"))));
                         }
                     }
                     Err(e) => return Some(Err(io::Error::other(e.to_string()))),
@@ -364,6 +366,40 @@ mod tests {
             .unwrap();
         assert_eq!(got, data);
         assert_eq!(storage.stat(&digest).await.unwrap(), None, "not stored yet");
+    }
+
+    /// A spool read that fails for another reason than its absence (an object store lists
+    /// an upload half removed while the fill commits it) waits for the fill, then reads on
+    /// from the stored blob: the response is never cut short.
+    #[tokio::test]
+    async fn a_spool_read_failing_mid_commit_reads_on_from_the_blob() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let data = b"0123456789".to_vec();
+        let digest = Algorithm::Sha256.digest(&data);
+        let fills = Fills::default();
+        let (fill, _) = fills.join(&digest, |_| {});
+        storage.begin(&fill.upload).await.unwrap();
+        fill.set_size(Some(10));
+        let half = futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"01234"))]).boxed();
+        storage.append(&fill.upload, 0, half).await.unwrap();
+        // Announced past what the spool shows now, so reading it fails as short.
+        fill.set_verified();
+        fill.set_written(10);
+        let follower = tokio::spawn(collect(fill.follow(storage.clone(), None, 10)));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !follower.is_finished(),
+            "a failed spool read waits for the fill"
+        );
+        let rest = futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"56789"))]).boxed();
+        storage.append(&fill.upload, 5, rest).await.unwrap();
+        storage.commit(&fill.upload, 10, &digest).await.unwrap();
+        fill.finish(Ok(10));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+            .await
+            .expect("the follower ends")
+            .unwrap();
+        assert_eq!(got.unwrap(), data);
     }
 
     #[tokio::test]
