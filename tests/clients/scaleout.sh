@@ -58,6 +58,10 @@ cleanup() {
     [ -n "$LB_PID" ] && kill "$LB_PID" 2>/dev/null || true
     local p
     for p in "${REPLICA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    # Replicas started inside a check (a subshell) are known by their pid file only.
+    if [ -f "$W/replica.pids" ]; then
+        while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$W/replica.pids"
+    fi
     [ -n "$DOCKERD_PID" ] && { stop_dockerd || true; }
     pg_stop
     garage_stop
@@ -301,6 +305,7 @@ start_replica() {
     "$BERTH" serve --config "$W/berth.yaml" --addr "127.0.0.1:$port" \
         --data-dir "$W/replica-$n" --log-format json 2>"$W/replica-$n.log" &
     REPLICA_PIDS[n]=$!
+    echo "$!" >>"$W/replica.pids"
     RPORT[$n]=$port
     for _ in $(seq 1 300); do
         grep -qs 'berth ready' "$W/replica-$n.log" && return 0
