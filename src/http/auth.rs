@@ -158,35 +158,32 @@ fn denied(principal: &Principal, repo: &RepoName, missing: Perms) -> ApiError {
 fn endpoint_scopes(parts: &Parts, endpoint: &Endpoint, action: Action) -> Vec<Scope> {
     match (endpoint, endpoint.repo()) {
         (Endpoint::Catalog, _) => vec![Scope::Catalog],
-        (_, Some(repo)) => {
-            // Docker asks for pull and push together when pushing; so does the challenge.
-            let perms = match action {
-                Action::Push => Perms::PULL.union(Perms::PUSH),
-                a => perms_for(a),
-            };
-            let mut scopes = vec![Scope::repository(repo, perms)];
-            if let Some(from) = mount_source(parts, endpoint) {
-                scopes.push(Scope::repository(&from, Perms::PULL));
-            }
-            scopes
+        (_, Some(repo)) if action == Action::Push => {
+            push_scopes(repo, mount_source(parts, endpoint).as_ref())
         }
+        (_, Some(repo)) => vec![Scope::repository(repo, perms_for(action))],
         _ => Vec::new(),
     }
 }
 
-/// The repository a cross-repository mount (`POST .../blobs/uploads/?mount=D&from=R`) reads,
-/// when it is another one than the target.
-pub fn mount_source(parts: &Parts, endpoint: &Endpoint) -> Option<RepoName> {
-    let Endpoint::Uploads(repo) = endpoint else {
-        return None;
-    };
-    if parts.method != axum::http::Method::POST {
+/// What a push to `repo` asks for: pull and push together (as Docker asks when pushing), and
+/// pull on a mount's source when that is another repository.
+fn push_scopes(repo: &RepoName, mount_from: Option<&RepoName>) -> Vec<Scope> {
+    let mut scopes = vec![Scope::repository(repo, Perms::PULL.union(Perms::PUSH))];
+    if let Some(from) = mount_from.filter(|f| *f != repo) {
+        scopes.push(Scope::repository(from, Perms::PULL));
+    }
+    scopes
+}
+
+/// The repository a cross-repository mount (`POST .../blobs/uploads/?mount=D&from=R`) reads.
+fn mount_source(parts: &Parts, endpoint: &Endpoint) -> Option<RepoName> {
+    if !matches!(endpoint, Endpoint::Uploads(_)) || parts.method != axum::http::Method::POST {
         return None;
     }
     let q = super::Query::of(parts);
     q.get("mount")?;
-    let from: RepoName = q.get("from")?.parse().ok()?;
-    (&from != repo).then_some(from)
+    q.get("from")?.parse().ok()
 }
 
 impl Gate {
@@ -333,17 +330,18 @@ impl Gate {
         endpoint: &Endpoint,
         action: Action,
     ) -> Result<Access, ApiError> {
-        let scopes = endpoint_scopes(parts, endpoint, action);
+        // Only a refusal needs them.
+        let scopes = || endpoint_scopes(parts, endpoint, action);
         let token = match credentials(parts) {
             Credentials::Bearer(t) => t,
-            _ => return Err(self.bearer_challenge(parts, &scopes, None)),
+            _ => return Err(self.bearer_challenge(parts, &scopes(), None)),
         };
         let (identity, token) = match self.bearer_identity(&token).await {
             Ok(v) => v,
             Err(BearerRejection::Store(e)) => return Err(e),
             Err(e) => {
                 return Err(self
-                    .bearer_challenge(parts, &scopes, Some("invalid_token"))
+                    .bearer_challenge(parts, &scopes(), Some("invalid_token"))
                     .message(e.to_string()))
             }
         };
@@ -351,7 +349,7 @@ impl Gate {
         let Some(repo) = endpoint.repo() else {
             // `/v2/` needs any valid token; the catalog needs its grant.
             if matches!(endpoint, Endpoint::Catalog) && !token.grants.catalog {
-                return Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")));
+                return Err(self.bearer_challenge(parts, &scopes(), Some("insufficient_scope")));
             }
             return Ok(Access::Bearer { principal, token });
         };
@@ -369,7 +367,7 @@ impl Gate {
         // If the principal could have it, the client should fetch a token with the
         // challenge's scope; if not, a new token would not help.
         if could.contains(need) || principal.is_anonymous() {
-            Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")))
+            Err(self.bearer_challenge(parts, &scopes(), Some("insufficient_scope")))
         } else {
             Err(denied(&principal, repo, could.missing(need)))
         }
@@ -400,34 +398,32 @@ impl Gate {
         }
     }
 
-    /// Whether a cross-repository mount may read `from`. A bearer token without pull on
-    /// `from`, held by someone who may pull from it, is challenged for a token that has both
-    /// (as Distribution does, so clients that follow challenges can mount); anyone else gets
-    /// `false`, and with it an ordinary upload session.
+    /// Whether a cross-repository mount into `repo` may read `from`. A bearer token without
+    /// pull on `from`, held by someone who may pull from it, is challenged for a token that
+    /// has both (as Distribution does, so clients that follow challenges can mount); anyone
+    /// else gets `false`, and with it an ordinary upload session.
     pub async fn may_mount_from(
         &self,
         access: &Access,
         parts: &Parts,
-        endpoint: &Endpoint,
+        repo: &RepoName,
         from: &RepoName,
     ) -> Result<bool, ApiError> {
-        let Access::Bearer { principal, token } = access else {
-            return self.allows(access, from, Perms::PULL).await;
-        };
-        let could = self
-            .authz
-            .perms(principal, from)
-            .await
-            .map_err(store_error)?
-            .contains(Perms::PULL);
-        if !could {
-            return Ok(false);
-        }
-        if token.grants.on(from).contains(Perms::PULL) {
+        if self.allows(access, from, Perms::PULL).await? {
             return Ok(true);
         }
-        let scopes = endpoint_scopes(parts, endpoint, Action::Push);
-        Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")))
+        if let Access::Bearer { principal, .. } = access {
+            let could = self
+                .authz
+                .perms(principal, from)
+                .await
+                .map_err(store_error)?;
+            if could.contains(Perms::PULL) {
+                let scopes = push_scopes(repo, Some(from));
+                return Err(self.bearer_challenge(parts, &scopes, Some("insufficient_scope")));
+            }
+        }
+        Ok(false)
     }
 
     /// The repositories the request may see in the catalog.

@@ -11,7 +11,6 @@ use crate::oci::{Algorithm, Digest, RepoName, UploadId};
 use crate::registry::{AppendRequest, RegistryError};
 
 use super::auth::Access;
-use super::endpoint::Endpoint;
 use super::error::{ApiError, ApiResult, Code};
 use super::{body_stream, content_length, empty, has_body, AppState, Query};
 
@@ -85,11 +84,7 @@ pub async fn start(
             let from: RepoName = from.parse()?;
             // Mounting reads the source: a caller who may not pull from it gets an ordinary
             // session instead, exactly as if the blob were not there.
-            let endpoint = Endpoint::Uploads(repo.clone());
-            if app
-                .gate
-                .may_mount_from(access, req, &endpoint, &from)
-                .await?
+            if app.gate.may_mount_from(access, req, repo, &from).await?
                 && app
                     .registry
                     .mount_blob(repo, &from, &mount)

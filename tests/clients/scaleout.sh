@@ -57,8 +57,7 @@ cleanup() {
     [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
     [ -n "$LB_PID" ] && kill "$LB_PID" 2>/dev/null || true
     local p
-    for p in "${REPLICA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    # Replicas started inside a check (a subshell) are known by their pid file only.
+    # Every replica ever started, those started inside a check (a subshell) too.
     if [ -f "$W/replica.pids" ]; then
         while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$W/replica.pids"
     fi

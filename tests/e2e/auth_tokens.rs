@@ -417,6 +417,19 @@ async fn get_manifest(env: &Env, repo: &str, reference: &str, auth: Option<&str>
     .await
 }
 
+/// The realm's answer to `who` asking for the service and scope a challenge named, passed on
+/// as they came.
+async fn token_for_challenge(env: &Env, ch: &BTreeMap<String, String>, who: Creds<'_>) -> Response {
+    env.s
+        .client
+        .get(&ch["realm"])
+        .query(&[("service", &ch["service"]), ("scope", &ch["scope"])])
+        .basic_auth(who.0, Some(who.1))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>`.
 async fn mount(env: &Env, repo: &str, digest: &str, from: &str, auth: &str) -> Response {
     send(
@@ -450,15 +463,7 @@ async fn challenge_token_and_bearer_round_trip() {
     let ch = assert_bearer_challenge(&env, resp, Some("repository:team-a/app:pull"), None).await;
 
     // token-auth "Requesting a Token": GET <realm>?service=<service>&scope=<scope>.
-    let resp = env
-        .s
-        .client
-        .get(&ch["realm"])
-        .query(&[("service", &ch["service"]), ("scope", &ch["scope"])])
-        .basic_auth(DEV.0, Some(DEV.1))
-        .send()
-        .await
-        .unwrap();
+    let resp = token_for_challenge(&env, &ch, DEV).await;
     assert_eq!(
         opt_header(resp.headers(), "content-type").as_deref(),
         Some("application/json")
@@ -1510,15 +1515,7 @@ async fn blob_isolation(mode: AuthMode) {
         let resp = send(env.s.get(&through_a), Some(&auth)).await;
         assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
         // The token the challenge's scope parameter asks for, passed as it came, grants both.
-        let resp = env
-            .s
-            .client
-            .get(&ch["realm"])
-            .query(&[("service", &ch["service"]), ("scope", &ch["scope"])])
-            .basic_auth(BOTH.0, Some(BOTH.1))
-            .send()
-            .await
-            .unwrap();
+        let resp = token_for_challenge(&env, &ch, BOTH).await;
         let token = json_ok(resp).await["token"].as_str().unwrap().to_string();
         assert_eq!(
             access_of(&claims(&token)),
